@@ -1,0 +1,168 @@
+"""raytune-ft: search, train, report, export.
+
+Exit status: 0 on success, 2 for bad input (config, data, paths) with a one-line message,
+1 for failures during the run. On success the last line names the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from datetime import datetime
+from functools import wraps
+from pathlib import Path
+
+import click
+
+from raytune_ft.config import ConfigError, load_config
+from raytune_ft.results import make_console
+
+EXIT_BAD_INPUT = 2
+EXIT_RUN_FAILED = 1
+
+
+def _set_quiet_defaults() -> None:
+    # Progress bars for every dataset map and model save drown the real output.
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _handle_errors(command):
+    """Bad input -> one line and exit 2; anything else that breaks the run -> exit 1."""
+
+    @wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as err:  # noqa: BLE001 - the CLI boundary: report, do not crash with a traceback
+            if os.environ.get("RAYTUNE_FT_DEBUG"):
+                raise
+            click.echo(f"error: the run failed: {type(err).__name__}: {err} (set RAYTUNE_FT_DEBUG=1 for the traceback)", err=True)
+            sys.exit(EXIT_RUN_FAILED)
+
+    return wrapper
+
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a config key, e.g. --set search.num_samples=16 (value read as YAML). Repeatable.",
+)
+
+
+@click.group()
+@click.version_option(package_name="raytune-ft")
+def main():
+    """Distributed hyperparameter search for fine-tuning transformers on text classification."""
+    _set_quiet_defaults()
+
+
+@main.command()
+@click.argument("config_path", type=click.Path(dir_okay=False), required=True)
+@set_option
+@click.option("--address", default=None, help="Connect to a running Ray cluster (auto, ray://host:10001). Default: start Ray locally.")
+@click.option("--verbose", is_flag=True, help="Stream the Ray workers' logs to the console.")
+@_handle_errors
+def search(config_path, overrides, address, verbose):
+    """Run a hyperparameter search described by CONFIG_PATH (YAML)."""
+    from raytune_ft.search import print_summary, run_search
+
+    config = load_config(config_path, list(overrides))
+    console = make_console()
+    outcome = run_search(config, address=address, console=console, verbose=verbose)
+    print_summary(outcome, config, console)
+    if outcome.best is None:
+        click.echo(f"error: no trial reported a result; see the trials' error.txt files under {outcome.run_dir}", err=True)
+        sys.exit(EXIT_RUN_FAILED)
+    click.echo(f"run folder: {outcome.run_dir}")
+
+
+@main.command()
+@click.argument("config_path", type=click.Path(dir_okay=False), required=True)
+@set_option
+@_handle_errors
+def train(config_path, overrides):
+    """One training run with the config's train values, no search (also under `accelerate launch`)."""
+    from raytune_ft.data import prepare_tokenized_data
+    from raytune_ft.reporting import RunFolderReporter
+    from raytune_ft.results import CONFIG_FILE, read_epochs
+    from raytune_ft.training import training_function
+
+    config = load_config(config_path, list(overrides))
+    # Under `accelerate launch` every process runs this command; only rank 0 writes.
+    is_main = os.environ.get("RANK", "0") == "0"
+    name = config.output.name or f"{config.task}-train-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    run_dir = (Path(config.output.dir).expanduser() / name).resolve()
+    if is_main and run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"output: run folder {run_dir} already exists; choose another output.name or remove it")
+    data_path, _ = prepare_tokenized_data(config)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
+    reporter = RunFolderReporter(run_dir, is_main_process=is_main)
+    training_function({"config": config.model_dump(), "data": str(data_path), "progress_bar": True}, reporter)
+    if is_main:
+        last = read_epochs(run_dir)[-1]
+        click.echo(", ".join(f"{k}={v:.4f}" for k, v in last.items() if k.startswith("eval_")))
+        click.echo(f"run folder: {run_dir}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False), required=True)
+@_handle_errors
+def report(run_dir):
+    """Show a run folder's per-epoch results and its best trial."""
+    from raytune_ft.config import load_config as _load
+    from raytune_ft.results import CONFIG_FILE, find_best, print_epochs_table, read_epochs
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); give a folder under runs/")
+    config = _load(run_dir / CONFIG_FILE)
+    rows = read_epochs(run_dir)
+    searched = list(config.search.space)
+    console = make_console()
+    print_epochs_table(rows, config.metric, config.search.mode, searched, console=console)
+    best = find_best(rows, config.metric, config.search.mode, searched)
+    if best:
+        console.print(f"best: trial {best.trial_id} epoch {best.metrics['epoch']} eval_{config.metric}={best.metrics[f'eval_{config.metric}']:.4f} {best.config}")
+    click.echo(f"run folder: {run_dir.resolve()}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False), required=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder to write the model into.")
+@_handle_errors
+def export(run_dir, out_dir):
+    """Copy the best trial's model and tokenizer (save_pretrained layout) to --out."""
+    from raytune_ft.results import BEST_FILE
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    best_path = run_dir / BEST_FILE
+    if not best_path.is_file():
+        raise ConfigError(f"{run_dir} has no {BEST_FILE}; is it a finished search's run folder?")
+    best = json.loads(best_path.read_text(encoding="utf-8"))
+    checkpoint = best.get("checkpoint")
+    if not checkpoint or not Path(checkpoint).is_dir():
+        raise ConfigError(f"{run_dir}: the best trial kept no checkpoint (output.keep_checkpoints was off, or it was deleted)")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"--out {out_dir} exists and is not empty; choose a new folder")
+    staging = out_dir.with_name(out_dir.name + ".writing")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(checkpoint, staging)
+    (staging / "raytune_ft_best.json").write_text(json.dumps(best, indent=2) + "\n", encoding="utf-8")
+    if out_dir.exists():
+        out_dir.rmdir()
+    staging.rename(out_dir)
+    click.echo(f"exported trial {best['trial_id']} to {out_dir.resolve()}")
+
+
+if __name__ == "__main__":
+    main()

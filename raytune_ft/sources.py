@@ -1,0 +1,75 @@
+"""Where the model and the data come from: a hub id, a local folder, or a packaged copy.
+
+Users with network name hub ids (bert-base-uncased, nyu-mll/glue). Offline machines need
+local sources to be first-class, so every path goes through here and is checked before
+anything slow starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from raytune_ft.config import Config, ConfigError
+from raytune_ft.tasks import GLUE_HUB_ID
+
+PACKAGE_PREFIX = "pkg:"
+BUILTIN_PREFIX = "builtin:"
+# owner/name or name: what a hub id looks like (a local path that exists wins over this).
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local folder for pkg:/local models, or the hub id unchanged."""
+    if name_or_path.startswith(PACKAGE_PREFIX):
+        package = name_or_path[len(PACKAGE_PREFIX):]
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            raise ConfigError(
+                f"model.name_or_path: package {package!r} is not installed (pip install {package.replace('_', '-')})"
+            ) from None
+        if not hasattr(module, "get_model_path"):
+            raise ConfigError(f"model.name_or_path: package {package!r} has no get_model_path(); give a folder instead")
+        return str(module.get_model_path())
+    path = Path(os.path.expandvars(name_or_path)).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"model.name_or_path: {path} has no config.json; give a folder saved with save_pretrained"
+            )
+        return str(path.resolve())
+    if not HUB_ID.match(name_or_path):
+        raise ConfigError(f"model.name_or_path: no such folder {path}; give an existing folder or a hub id")
+    return name_or_path
+
+
+@dataclass(frozen=True)
+class DataSource:
+    kind: str  # "hub" | "glue_folder" | "builtin"
+    location: str  # hub id, absolute folder, or builtin name
+    subset: str | None = None
+
+
+def resolve_data_source(config: Config) -> DataSource:
+    task = config.task_spec()
+    raw_path = config.data.path
+    if raw_path.startswith(BUILTIN_PREFIX):
+        return DataSource("builtin", raw_path[len(BUILTIN_PREFIX):])
+    # The classic GLUE_DIR convention: a local GLUE download replaces the hub copy.
+    glue_dir = os.environ.get("GLUE_DIR")
+    if raw_path == GLUE_HUB_ID and glue_dir and task.glue_folder:
+        raw_path = str(Path(glue_dir) / task.glue_folder)
+        if not Path(raw_path).is_dir():
+            raise ConfigError(f"GLUE_DIR is set, but {raw_path} does not exist; unset GLUE_DIR or point it at a GLUE download")
+    path = Path(os.path.expandvars(raw_path)).expanduser()
+    if path.is_dir():
+        return DataSource("glue_folder", str(path.resolve()))
+    if path.exists():
+        raise ConfigError(f"data.path: {path} is a file; give a folder with train.tsv and dev.tsv (GLUE layout)")
+    if not HUB_ID.match(raw_path):
+        raise ConfigError(f"data.path: no such folder {path}; give a local GLUE folder, a hub id or builtin:paraphrase")
+    return DataSource("hub", raw_path, config.data.subset or task.hub_subset)

@@ -1,0 +1,185 @@
+"""training_function: the manual Accelerate training loop of the course chapter.
+
+It reads top to bottom in the order things happen: data loaders, model, optimizer,
+learning-rate schedule, `accelerator.prepare`, then per epoch a training pass and an
+evaluation pass whose metrics are reported. The same function runs inside Ray Train
+workers (one trial of a search), alone (`raytune-ft train`), and under `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.optim import AdamW
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, get_scheduler
+
+from raytune_ft.config import Config
+from raytune_ft.data import load_tokenized
+from raytune_ft.metrics import GlueMetric
+from raytune_ft.reporting import EpochReporter
+from raytune_ft.sources import resolve_model_path
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: this configuration cannot train."""
+
+
+def training_function(loop_config: dict, reporter: EpochReporter) -> None:
+    """One fine-tuning run.
+
+    loop_config: {"config": Config as a dict (train.* already holds this trial's values),
+                  "data": tokenized data (a folder path, or a Ray object ref to the DatasetDict),
+                  "progress_bar": show a tqdm bar on the main process}
+    """
+    config = Config(**loop_config["config"])
+    hp = config.train
+    task = config.task_spec()
+    model_path = resolve_model_path(config.model.name_or_path)
+    use_gpu = config.resources.gpus_per_worker > 0
+
+    # cpu=True when no GPU is used: inside Ray Train workers that is what makes Accelerate
+    # join the gloo process group Ray set up (without it every worker trains alone).
+    accelerator = Accelerator(cpu=not use_gpu, mixed_precision=hp.mixed_precision)
+    set_seed(hp.seed)
+
+    tokenized = _open_tokenized(loop_config["data"])
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    data_collator = DataCollatorWithPadding(tokenizer=tokenizer)
+    train_dataloader = DataLoader(tokenized["train"], shuffle=True, batch_size=hp.batch_size, collate_fn=data_collator)
+    eval_dataloader = DataLoader(tokenized["validation"], batch_size=hp.eval_batch_size, collate_fn=data_collator)
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_path,
+        num_labels=task.num_labels,
+        id2label=dict(enumerate(task.label_names)),
+        label2id={name: i for i, name in enumerate(task.label_names)},
+    )
+    optimizer = AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
+
+    train_dataloader, eval_dataloader, model, optimizer = accelerator.prepare(
+        train_dataloader, eval_dataloader, model, optimizer
+    )
+    # After prepare: each process sees its own shard, so this counts this process's steps.
+    # The scheduler is deliberately not prepared: Accelerate's wrapper would step it once
+    # per process and the schedule would end early.
+    num_training_steps = hp.num_epochs * len(train_dataloader)
+    lr_scheduler = get_scheduler(
+        "linear",
+        optimizer=optimizer,
+        num_warmup_steps=int(hp.warmup_ratio * num_training_steps),
+        num_training_steps=num_training_steps,
+    )
+
+    metric = GlueMetric(task.metric_names)
+    progress_bar = tqdm(
+        range(num_training_steps),
+        disable=not (loop_config.get("progress_bar", True) and accelerator.is_main_process),
+    )
+    best_score = None
+    for epoch in range(1, hp.num_epochs + 1):
+        # --- train -------------------------------------------------------------------
+        model.train()
+        epoch_start = time.perf_counter()
+        loss_sum = torch.zeros((), device=accelerator.device)
+        samples = torch.zeros((), device=accelerator.device)
+        for batch in train_dataloader:
+            outputs = model(**batch)
+            loss = outputs.loss
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training loss is {loss.item()} at epoch {epoch} (learning_rate={hp.learning_rate}); "
+                    "lower the learning rate"
+                )
+            accelerator.backward(loss)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad()
+            progress_bar.update(1)
+            batch_size = batch["labels"].shape[0]
+            loss_sum += loss.detach() * batch_size
+            samples += batch_size
+        train_seconds = time.perf_counter() - epoch_start
+        # Sums over all processes: with DDP each saw its own shard of the data.
+        loss_sum, samples = accelerator.reduce(loss_sum, "sum"), accelerator.reduce(samples, "sum")
+
+        # --- evaluate ----------------------------------------------------------------
+        model.eval()
+        eval_losses = []
+        for batch in eval_dataloader:
+            with torch.no_grad():
+                outputs = model(**batch)
+            predictions = outputs.logits.argmax(dim=-1)
+            example_losses = F.cross_entropy(outputs.logits.float(), batch["labels"], reduction="none")
+            # gather_for_metrics drops the duplicates DDP pads the last batch with.
+            predictions, references, example_losses = accelerator.gather_for_metrics(
+                (predictions, batch["labels"], example_losses)
+            )
+            metric.add_batch(predictions=predictions, references=references)
+            eval_losses.append(example_losses)
+        eval_metric = metric.compute()
+
+        metrics = {
+            "epoch": epoch,
+            **{f"eval_{name}": value for name, value in eval_metric.items()},
+            "eval_loss": torch.cat(eval_losses).mean().item(),
+            "examples_evaluated": sum(len(losses) for losses in eval_losses),
+            "train_loss": (loss_sum / samples).item(),
+            "learning_rate": hp.learning_rate,  # the trial's (peak) learning rate
+            "last_learning_rate": lr_scheduler.get_last_lr()[0],  # where the schedule is now
+            "examples_trained": int(samples.item()),
+            "train_samples_per_second": samples.item() / train_seconds,
+            "epoch_seconds": time.perf_counter() - epoch_start,
+            "node_id": _node_id(),
+            "device": str(accelerator.device),
+            "num_processes": accelerator.num_processes,
+        }
+        score = metrics[f"eval_{config.metric}"]
+        improved = best_score is None or (score > best_score if config.search.mode == "max" else score < best_score)
+        best_score = score if improved else best_score
+        if accelerator.is_main_process:
+            accelerator.print(f"epoch {epoch}: " + ", ".join(f"{k}={_short(v)}" for k, v in metrics.items() if k.startswith(("eval_", "train_loss"))))
+
+        # Only improving epochs are saved: each trial keeps its best model, written once.
+        with tempfile.TemporaryDirectory(prefix="raytune-ft-ckpt-") as checkpoint_dir:
+            saved = None
+            if improved and config.output.keep_checkpoints and accelerator.is_main_process:
+                accelerator.unwrap_model(model).save_pretrained(checkpoint_dir)
+                tokenizer.save_pretrained(checkpoint_dir)
+                saved = checkpoint_dir
+            reporter.report(metrics, saved)
+    progress_bar.close()
+    accelerator.end_training()
+
+
+def _open_tokenized(handle):
+    """The tokenized DatasetDict from a cache folder, or from Ray's object store."""
+    if isinstance(handle, (str, os.PathLike)):
+        return load_tokenized(handle)
+    import ray
+
+    return ray.get(handle)
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except ImportError:
+        pass
+    return socket.gethostname()
+
+
+def _short(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) and math.isfinite(value) else str(value)

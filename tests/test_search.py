@@ -1,0 +1,101 @@
+"""One real Ray Tune search on the local Ray runtime: 2 trials x 2 epochs of a tiny BERT."""
+
+import json
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from click.testing import CliRunner
+from transformers import AutoModelForSequenceClassification
+
+from conftest import quick_config
+from raytune_ft.cli import main
+
+
+@pytest.fixture(scope="module")
+def finished_search(tmp_path_factory, tiny_bert_dir):
+    """Runs `raytune-ft search` once; the tests below read what it left."""
+    tmp_path = tmp_path_factory.mktemp("search")
+    raw = quick_config(
+        tiny_bert_dir,
+        search={
+            "space": {"learning_rate": {"loguniform": [1e-4, 3e-3]}, "warmup_ratio": {"uniform": [0.0, 0.2]}},
+            "num_samples": 2,
+            "scheduler": "fifo",
+            "metric": "accuracy",
+        },
+        output={"dir": str(tmp_path / "runs"), "name": "tiny"},
+    )
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(main, ["search", str(config_path)])
+    return result, tmp_path / "runs" / "tiny", raw
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+
+
+def test_search_succeeds_and_names_the_run_folder(finished_search):
+    result, run_dir, _ = finished_search
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == f"run folder: {run_dir}"
+    assert not ray.is_initialized()  # the CLI shut its Ray runtime down
+
+
+def test_every_trial_reports_every_epoch(finished_search):
+    _, run_dir, _ = finished_search
+    rows = read_rows(run_dir)
+    trials = {row["trial_id"] for row in rows}
+    assert len(trials) == 2
+    assert sorted((row["trial_id"], row["epoch"]) for row in rows) == sorted((t, e) for t in trials for e in (1, 2))
+    for row in rows:
+        for key in ("eval_accuracy", "eval_f1", "eval_loss", "train_loss", "learning_rate", "warmup_ratio",
+                    "train_samples_per_second", "epoch_seconds", "node_id", "device"):
+            assert key in row, key
+        assert row["examples_trained"] == 64 and row["examples_evaluated"] == 32
+
+
+def test_the_config_values_are_the_first_trial(finished_search):
+    _, run_dir, raw = finished_search
+    first = read_rows(run_dir)[0]
+    assert first["learning_rate"] == raw["train"]["learning_rate"]
+    assert first["warmup_ratio"] == 0.0
+
+
+def test_best_json_is_the_best_reported_epoch(finished_search):
+    _, run_dir, _ = finished_search
+    rows = read_rows(run_dir)
+    best = json.loads((run_dir / "best.json").read_text())
+    top = max(row["eval_accuracy"] for row in rows)
+    assert best["metrics"]["eval_accuracy"] == top
+    assert (best["trial_id"], best["metrics"]["epoch"]) in {(r["trial_id"], r["epoch"]) for r in rows if r["eval_accuracy"] == top}
+    assert set(best["config"]) == {"learning_rate", "warmup_ratio"}
+    assert Path(best["checkpoint"], "model.safetensors").is_file()
+
+
+def test_run_folder_holds_the_resolved_config(finished_search):
+    _, run_dir, raw = finished_search
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["search"]["num_samples"] == 2
+    assert saved["model"]["name_or_path"] == raw["model"]["name_or_path"]
+
+
+def test_export_writes_a_model_transformers_can_load(finished_search, tmp_path):
+    _, run_dir, _ = finished_search
+    out = tmp_path / "best"
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.id2label == {0: "different", 1: "paraphrase"}
+    assert json.loads((out / "raytune_ft_best.json").read_text())["trial_id"]
+
+
+def test_report_reprints_the_table(finished_search):
+    _, run_dir, _ = finished_search
+    result = CliRunner().invoke(main, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    trial_ids = {row["trial_id"] for row in read_rows(run_dir)}
+    assert all(trial_id in result.output for trial_id in trial_ids)
+    assert "★" in result.output
