@@ -245,7 +245,9 @@ def run_search(config: Config, address: str | None = None, console: Console | No
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
 
-    ray.init(address=address, log_to_driver=verbose, configure_logging=verbose)
+    # address "local": always a fresh Ray runtime of our own, never a cluster some other
+    # process started with `ray start` on this machine (ray.init() would attach to that).
+    ray.init(address=address or "local", log_to_driver=verbose, configure_logging=verbose)
     try:
         max_concurrent = concurrent_trials(config)
         # Into the object store once; every trial's workers read the same copy.
