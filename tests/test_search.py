@@ -57,11 +57,12 @@ def test_every_trial_reports_every_epoch(finished_search):
         assert row["examples_trained"] == 64 and row["examples_evaluated"] == 32
 
 
-def test_the_config_values_are_the_first_trial(finished_search):
+def test_the_config_values_are_evaluated_as_a_trial(finished_search):
+    # Optuna's first point is the config's own train values (trials run concurrently, so
+    # it is not necessarily the first row reported).
     _, run_dir, raw = finished_search
-    first = read_rows(run_dir)[0]
-    assert first["learning_rate"] == raw["train"]["learning_rate"]
-    assert first["warmup_ratio"] == 0.0
+    points = {(row["learning_rate"], row["warmup_ratio"]) for row in read_rows(run_dir)}
+    assert (raw["train"]["learning_rate"], 0.0) in points
 
 
 def test_best_json_is_the_best_reported_epoch(finished_search):
