@@ -126,12 +126,19 @@ class ResourcesSection(Section):
     cpus_per_worker: float = Field(1, gt=0)
     gpus_per_worker: float = Field(0, ge=0)  # fractions pack several trials on one GPU
     max_concurrent_trials: int | None = Field(None, ge=1)  # default: what fits
+    # On a cluster: a custom resource (e.g. "head") that pins the trial drivers to the node
+    # that has it, so they never sit on GPU workers. Default: drivers go anywhere (no CPU).
+    driver_resource: str | None = None
 
 
 class OutputSection(Section):
     dir: str = "runs"
     name: str | None = None  # default: <task>-<timestamp>
     keep_checkpoints: bool = True  # each trial keeps its best epoch's model
+    # Where Ray writes trial results and checkpoints (<storage_path>/<name>): required on a
+    # multi-node cluster, a folder every node mounts or a URI such as s3://bucket/path.
+    # Default: the run folder itself.
+    storage_path: str | None = None
 
 
 class Config(Section):

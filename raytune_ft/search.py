@@ -26,16 +26,12 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
+from raytune_ft.cluster import check_storage_is_shared, driver_resources, storage_root
 from raytune_ft.config import Config, ConfigError
 from raytune_ft.data import load_tokenized, prepare_tokenized_data
 from raytune_ft.reporting import RayTrainReporter
 from raytune_ft.results import CONFIG_FILE, append_epoch, make_console, find_best, print_epochs_table, read_epochs, write_best
 from raytune_ft.training import training_function
-
-# The trial driver only waits on its TorchTrainer: it must not hold a CPU, or on a 2-CPU
-# machine the drivers take the CPUs their own workers need and nothing ever starts.
-# Ray rejects {"cpu": 0} alone; a small memory request makes it a valid bundle.
-DRIVER_RESOURCES = {"cpu": 0, "memory": 100 * 1024**2}
 
 # Quiet workers: no per-trial download bars or load reports in the search's console.
 WORKER_ENV = {
@@ -242,22 +238,26 @@ def run_search(config: Config, address: str | None = None, console: Console | No
     data_path, was_cached = prepare_tokenized_data(config)
     console.print(f"tokenized data: {data_path} ({'cache hit' if was_cached else 'tokenized now'})")
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
-
     # address "local": always a fresh Ray runtime of our own, never a cluster some other
     # process started with `ray start` on this machine (ray.init() would attach to that).
     ray.init(address=address or "local", log_to_driver=verbose, configure_logging=verbose)
     try:
+        # What the cluster must offer is checked before the run folder exists.
+        storage = storage_root(config, run_dir)
+        check_storage_is_shared(config, storage)
         max_concurrent = concurrent_trials(config)
+        trial_driver_resources = driver_resources(config)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
+
         # Into the object store once; every trial's workers read the same copy.
         data_ref = ray.put(load_tokenized(data_path, in_memory=True))
         searched = list(config.search.space)
         trainable = tune.with_resources(
             tune.with_parameters(
-                run_trial, base_config=config.model_dump(), data=[data_ref], storage_path=str(run_dir / "trials")
+                run_trial, base_config=config.model_dump(), data=[data_ref], storage_path=f"{storage}/trials"
             ),
-            DRIVER_RESOURCES,
+            trial_driver_resources,
         )
         console.print(
             f"searching {', '.join(searched) or 'nothing (fixed values)'}: {config.search.num_samples} trials, "
@@ -276,7 +276,7 @@ def run_search(config: Config, address: str | None = None, console: Console | No
             ),
             run_config=tune.RunConfig(
                 name="tune",
-                storage_path=str(run_dir),
+                storage_path=storage,
                 callbacks=[EpochLog(run_dir, searched, config.metric, console)],
                 verbose=0,
             ),

@@ -1,0 +1,92 @@
+"""Where a search runs: the Ray runtime it joins, the storage every node must see, and
+where trial drivers sit.
+
+On one machine, none of this needs thought. On a cluster, Ray Tune and Train (since Ray 2.7)
+write trial results and checkpoints to `storage_path` from whichever node a trial runs
+on, so that path must be shared (an NFS mount on every node, or object storage like s3://).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from raytune_ft.config import Config, ConfigError
+
+# A trial driver only waits on its TorchTrainer: it must not hold a CPU, or on a 2-CPU
+# machine the drivers take the CPUs their own workers need and nothing ever starts.
+# Ray rejects {"cpu": 0} alone; a small memory request makes it a valid bundle.
+DRIVER_RESOURCES = {"cpu": 0, "memory": 100 * 1024**2}
+# The share of a custom resource each trial driver asks for when drivers are pinned to a
+# node (resources.driver_resource): small, so any number of drivers fit there.
+DRIVER_RESOURCE_SHARE = 0.001
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def storage_root(config: Config, run_dir: Path) -> str:
+    """Where Ray writes trial results and checkpoints: output.storage_path/<run name>, or the run folder."""
+    if config.output.storage_path is None:
+        return str(run_dir)
+    base = config.output.storage_path
+    if is_uri(base):
+        return base.rstrip("/") + "/" + run_dir.name
+    return str(Path(os.path.expandvars(base)).expanduser().resolve() / run_dir.name)
+
+
+def driver_resources(config: Config) -> dict:
+    resources = dict(DRIVER_RESOURCES)
+    if config.resources.driver_resource:
+        name = config.resources.driver_resource
+        if ray.cluster_resources().get(name, 0) <= 0:
+            raise ConfigError(
+                f"resources.driver_resource: no node of the Ray cluster has a resource {name!r}; "
+                f"start the head with --resources='{{\"{name}\": 1}}' or unset it"
+            )
+        resources[name] = DRIVER_RESOURCE_SHARE
+    return resources
+
+
+def alive_nodes() -> list[dict]:
+    return [node for node in ray.nodes() if node.get("Alive")]
+
+
+def check_storage_is_shared(config: Config, storage: str) -> None:
+    """Refuse a multi-node search whose storage not every node can see.
+
+    With one node, any local path works. With several, object storage (a URI) is shared by
+    design; a local path must be given explicitly (output.storage_path) and is checked: the
+    driver writes a marker file there and a task on every node looks for it.
+    """
+    nodes = alive_nodes()
+    if len(nodes) <= 1 or is_uri(storage):
+        return
+    if config.output.storage_path is None:
+        raise ConfigError(
+            f"output.storage_path: the Ray cluster has {len(nodes)} nodes, so trial results need shared storage; "
+            "set it to a folder every node mounts (NFS) or to object storage such as s3://bucket/path"
+        )
+    folder = Path(storage)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / f".shared-check-{uuid.uuid4().hex}"
+    marker.write_text("raytune-ft checks that every node sees this folder\n", encoding="utf-8")
+    try:
+        sees = ray.remote(num_cpus=0)(os.path.exists)
+        checks = [
+            sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(str(marker))
+            for node in nodes
+        ]
+        blind = [node["NodeManagerAddress"] for node, seen in zip(nodes, ray.get(checks)) if not seen]
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise ConfigError(
+            f"output.storage_path: {storage} is not visible from node(s) {', '.join(blind)}; "
+            "use a folder every node mounts (NFS) or object storage such as s3://bucket/path"
+        )
