@@ -84,7 +84,8 @@ class SearchProgress:
         if status == "failed":
             self.console.print(f"[red]trial {trial_id} failed[/]: {event.get('error', 'unknown error')}")
         else:
-            self._say(f"[cyan]trial {trial_id}[/] {status} after {event['epochs_done']} epochs ({event['wall_seconds']:.0f}s)")
+            epochs = event["epochs_done"]
+            self._say(f"[cyan]trial {trial_id}[/] {status} after {epochs} epoch{'' if epochs == 1 else 's'} ({event['wall_seconds']:.0f}s)")
         if trial_id in self.bars:
             self.live.remove_task(self.bars.pop(trial_id))
         self._refresh()

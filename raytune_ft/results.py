@@ -1,4 +1,4 @@
-"""A run folder's results: per-epoch rows, trial events, the best trial, and the tables that show them.
+"""A run folder's files: per-epoch rows, trial events, search state, and the best trial.
 
 `epochs.jsonl` is the source of truth for metrics: one JSON object per trial per epoch,
 appended as epochs finish, so an interrupted search loses nothing that was reported.
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 EPOCHS_FILE = "epochs.jsonl"
 TRIALS_FILE = "trials.jsonl"
@@ -119,33 +118,3 @@ def write_best(run_dir: Path, best: Best) -> Path:
     path = Path(run_dir) / BEST_FILE
     _write_json_atomically(path, best.to_json())
     return path
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1e-2 and value != 0 else f"{value:.4f}"
-    return "" if value is None else str(value)
-
-
-def epochs_table(rows: list[dict], metric: str, mode: str, searched: list[str], statuses: dict[str, str] | None = None) -> Table:
-    """One row per trial per epoch; the best epoch is marked with a star."""
-    best = best_epoch(rows, metric, mode)
-    metric_columns = sorted({k for row in rows for k in row if k.startswith("eval_")}, key=lambda k: (k != f"eval_{metric}", k))
-    table = Table(title=f"Trials by epoch (best {mode} eval_{metric} marked ★)")
-    for name in ["trial", *searched, "epoch", *metric_columns, "train_loss", "samples/s", "seconds"]:
-        table.add_column(name, justify="left" if name == "trial" else "right")
-    if statuses:
-        table.add_column("status")
-    for row in rows:
-        mark = " ★" if row is best else ""
-        cells = [str(row["trial_id"]) + mark, *(_fmt(row.get(name)) for name in searched), str(row.get("epoch"))]
-        cells += [_fmt(row.get(name)) for name in metric_columns]
-        cells += [_fmt(row.get("train_loss")), f"{row.get('train_samples_per_second', 0):.1f}", f"{row.get('epoch_seconds', 0):.1f}"]
-        if statuses:
-            cells.append(statuses.get(row["trial_id"], ""))
-        table.add_row(*cells, style="bold green" if row is best else None)
-    return table
-
-
-def print_epochs_table(rows, metric, mode, searched, statuses=None, console: Console | None = None) -> None:
-    (console or make_console()).print(epochs_table(rows, metric, mode, searched, statuses))
