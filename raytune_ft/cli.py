@@ -21,6 +21,7 @@ from raytune_ft.results import make_console
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
+EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
 
 
 def _set_quiet_defaults() -> None:
@@ -41,7 +42,7 @@ def _handle_errors(command):
             sys.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
         except Exception as err:  # noqa: BLE001 - the CLI boundary: report, do not crash with a traceback
             if os.environ.get("RAYTUNE_FT_DEBUG"):
                 raise
@@ -87,6 +88,9 @@ def search(config_path, overrides, address, verbose, quiet):
         click.echo(f"error: no trial reported a result; see the trials' error.txt files under {outcome.run_dir}", err=True)
         sys.exit(EXIT_RUN_FAILED)
     click.echo(f"run folder: {outcome.run_dir}")
+    if outcome.outcome == "interrupted":  # Tune catches Ctrl-C and returns what it had
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def _write_report_files(summary, console) -> dict:

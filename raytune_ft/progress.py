@@ -15,6 +15,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from raytune_ft.report import format_value
 from raytune_ft.results import make_console
 
 
@@ -56,7 +57,7 @@ class SearchProgress:
     def trial_started(self, event: dict) -> None:
         trial_id = event["trial_id"]
         self.running.add(trial_id)
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in event["config"].items())
+        params = ", ".join(f"{k}={format_value(v)}" for k, v in event["config"].items())
         self._say(f"[cyan]trial {trial_id}[/] started: {params or 'fixed train values'}")
         if self.live is not None:
             self.bars[trial_id] = self.live.add_task(f"  {trial_id}", total=event["planned_epochs"], note="epochs")
@@ -69,12 +70,12 @@ class SearchProgress:
         ):
             self.best = (score, row["trial_id"])
         self._say(
-            f"[cyan]trial {row['trial_id']}[/] epoch {row['epoch']}: {self.metric_key}={_fmt(score)} "
-            f"eval_loss={_fmt(row.get('eval_loss'))} ({row.get('epoch_seconds', 0):.0f}s, "
+            f"[cyan]trial {row['trial_id']}[/] epoch {row['epoch']}: {self.metric_key}={format_value(score)} "
+            f"eval_loss={format_value(row.get('eval_loss'))} ({row.get('epoch_seconds', 0):.0f}s, "
             f"{row.get('train_samples_per_second', 0):.0f} samples/s)"
         )
         if row["trial_id"] in self.bars:
-            self.live.update(self.bars[row["trial_id"]], completed=row["epoch"], note=f"epochs, last {self.metric_key}={_fmt(score)}")
+            self.live.update(self.bars[row["trial_id"]], completed=row["epoch"], note=f"epochs, last {self.metric_key}={format_value(score)}")
         self._refresh()
 
     def trial_ended(self, event: dict) -> None:
@@ -111,9 +112,3 @@ class SearchProgress:
     def _say(self, line: str) -> None:
         if not self.quiet:
             self.console.print(line)
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) >= 1e-2 else f"{value:.3g}"
-    return str(value)

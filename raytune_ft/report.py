@@ -22,7 +22,8 @@ WINNER_MARK = "★"
 SAVINGS_METHOD = "estimate: each stopped trial's remaining epochs x its mean measured epoch time x its devices"
 
 
-def _fmt(value, digits: int = 4) -> str:
+def format_value(value, digits: int = 4) -> str:
+    """Metrics with 4 decimals; small values such as learning rates in scientific notation."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -42,9 +43,9 @@ def trials_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
         rows.append([
             trial.trial_id + (f" {WINNER_MARK}" if trial.winner else ""),
             trial.status,
-            *(_fmt(trial.config.get(name)) for name in summary.searched),
+            *(format_value(trial.config.get(name)) for name in summary.searched),
             f"{trial.epochs_done}/{trial.planned_epochs}",
-            _fmt(trial.best_metric), _fmt(trial.last_metric),
+            format_value(trial.best_metric), format_value(trial.last_metric),
             f"{trial.wall_seconds:.0f}", f"{trial.device_seconds:.0f}",
         ])
     return headers, rows
@@ -67,9 +68,11 @@ def history_rows(summary: RunSummary) -> tuple[list[str], list[list[list[str]]]]
         for row in trial.epochs:
             is_best = best is not None and row["trial_id"] == best.trial_id and row["epoch"] == best.metrics.get("epoch")
             group.append([
-                row["trial_id"] + (f" {WINNER_MARK}" if is_best else ""), str(row["epoch"]),
-                *(_fmt(row.get(key)) for key in eval_keys), _fmt(row.get("train_loss")), _fmt(row.get("last_learning_rate")),
-                _fmt(row.get("train_samples_per_second"), 1), _fmt(row.get("epoch_seconds"), 1),
+                row["trial_id"] + (f" {WINNER_MARK}" if is_best else ""),
+                str(row["epoch"]),
+                *(format_value(row.get(key)) for key in [*eval_keys, "train_loss", "last_learning_rate"]),
+                format_value(row.get("train_samples_per_second"), 1),
+                format_value(row.get("epoch_seconds"), 1),
             ])
         if group:
             groups.append(group)
@@ -83,7 +86,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
     lines = [f"search {status}: {len(summary.trials)} trials ({counts or 'none started'})"]
     best = summary.best
     if best:
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in best.config.items()) or "the fixed train values"
+        params = ", ".join(f"{k}={format_value(v)}" for k, v in best.config.items()) or "the fixed train values"
         lines.append(f"best: trial {best.trial_id} epoch {best.metrics['epoch']} {summary.metric_key}={best.metrics[summary.metric_key]:.4f} with {params}")
     unit = device_unit(summary.device_type)
     wall = f"; search wall time {summary.wall_seconds:.0f}s" if summary.wall_seconds is not None else ""

@@ -161,10 +161,6 @@ class RunFolderLog(tune.Callback):
         self.started: dict[str, float] = {}
         self.epochs_done: dict[str, int] = {}
 
-    def setup(self, *args, **kwargs):
-        if self.progress:
-            self.progress.start()
-
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started[trial.trial_id] = time.time()
         event = {
@@ -192,15 +188,13 @@ class RunFolderLog(tune.Callback):
         self._ended(trial, "finished" if done >= self._planned(trial) else "stopped early")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._ended(trial, "failed", error=first_error_line(trial))
+        self._ended(trial, "failed", error=_first_error_line(trial))
 
     def on_experiment_end(self, trials, **info):
         # Also called when the search is interrupted (Ctrl-C): trials still running end here.
         for trial in trials:
             if trial.trial_id in self.started:
                 self._ended(trial, "interrupted")
-        if self.progress:
-            self.progress.stop()
 
     def _ended(self, trial, status: str, error: str | None = None) -> None:
         started = self.started.pop(trial.trial_id, None)
@@ -226,7 +220,7 @@ REPORTED_KEYS = (
 )
 
 
-def first_error_line(trial) -> str:
+def _first_error_line(trial) -> str:
     path = getattr(trial, "error_file", None) or ""
     try:
         text = Path(path).read_text(encoding="utf-8").strip().splitlines()
@@ -292,13 +286,13 @@ def run_search(
     outcome = "failed"
     progress = SearchProgress(console, config.metric, config.search.mode, config.search.num_samples, quiet=quiet)
 
-    # address "local": always a fresh Ray runtime of our own, never a cluster some other
-    # process started with `ray start` on this machine (ray.init() would attach to that).
-    ray.init(address=address or "local", log_to_driver=verbose, configure_logging=verbose)
     # Ray's new console output always prints an experiment box and a TensorBoard hint that points
     # into Ray's temporary session folder; SearchProgress is the search's output instead.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     try:
+        # address "local": always a fresh Ray runtime of our own, never a cluster some other
+        # process started with `ray start` on this machine (ray.init() would attach to that).
+        ray.init(address=address or "local", log_to_driver=verbose, configure_logging=verbose)
         max_concurrent = concurrent_trials(config)
         # Into the object store once; every trial's workers read the same copy.
         data_ref = ray.put(load_tokenized(data_path, in_memory=True))
@@ -332,6 +326,7 @@ def run_search(
                 verbose=0,
             ),
         )
+        progress.start()
         tuner.fit()
         # Tune returns normally after a Ctrl-C; the trials it cut off were marked interrupted.
         interrupted = any(event["event"] == "interrupted" for event in read_trial_events(run_dir))

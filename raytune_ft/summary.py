@@ -126,9 +126,7 @@ class RunSummary:
             score = row.get(self.metric_key)
             if isinstance(score, (int, float)):
                 best = score if best is None else pick(best, score)
-            trial = by_id.get(row["trial_id"])
-            devices = trial.devices if trial else trial_devices(self.config.resources)[1]
-            fallback_seconds += devices * row.get("epoch_seconds", 0.0)
+            fallback_seconds += by_id[row["trial_id"]].devices * row.get("epoch_seconds", 0.0)
             at = row.get("reported_at")
             spent = self._device_seconds_at(at) if at is not None else fallback_seconds
             points.append({"trial_epochs": index, "device_seconds": spent, "best": best, "score": score})

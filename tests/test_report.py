@@ -134,6 +134,17 @@ def test_report_json_parses_and_agrees_with_the_run_folder(finished_search):
     assert len(document["epochs"]) == 4 and document["files"] == {}
 
 
+def test_best_so_far_follows_the_reported_epochs_and_the_compute_spent(finished_search):
+    _, run_dir, _ = finished_search
+    summary = summarize_run(run_dir)
+    points = summary.compute_curve()
+    scores = [row["eval_accuracy"] for row in read_jsonl(run_dir / "epochs.jsonl")]
+    assert [p["trial_epochs"] for p in points] == [1, 2, 3, 4]
+    assert [p["best"] for p in points] == [max(scores[:i + 1]) for i in range(4)]
+    spent = [p["device_seconds"] for p in points]
+    assert 0 < spent[0] and spent == sorted(spent) and spent[-1] <= summary.device_seconds + 1e-6
+
+
 # ---------------------------------------------------------------------------------------
 # The same run folder mid-search, cut off, and with a trial stopped early
 
@@ -171,6 +182,19 @@ def test_report_on_a_running_search(finished_search, tmp_path):
     assert result.exit_code == 0, result.output
     assert "search running" in result.output and "1 running" in result.output
     assert all((target / "plots" / name).is_file() for name in PLOTS)
+
+
+def test_report_before_the_first_epoch_is_reported(finished_search, tmp_path):
+    _, run_dir, _ = finished_search
+    target = tmp_path / "starting"
+    as_if_mid_search(run_dir, target, pid=os.getpid())
+    (target / "epochs.jsonl").write_text("")
+    write_jsonl(target / "trials.jsonl", [e for e in read_jsonl(target / "trials.jsonl") if e["event"] == "started"])
+    result = CliRunner().invoke(main, ["report", str(target), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert [t["status"] for t in document["trials"]] == ["running", "running"] and document["best"] is None
+    assert document["files"]["plots"] == [] and Path(document["files"]["report"]).is_file()
 
 
 def test_report_on_a_search_killed_without_a_chance_to_say_so(finished_search, tmp_path):

@@ -37,12 +37,12 @@ def test_every_trial_reports_every_epoch(finished_search):
         assert row["examples_trained"] == 64 and row["examples_evaluated"] == 32
 
 
-def test_the_config_values_are_the_first_trial(finished_search):
+def test_the_config_values_are_one_of_the_trials(finished_search):
     _, run_dir, raw = finished_search
-    # The first trial started, not the first epoch reported: two trials run at once.
-    first = json.loads((run_dir / "trials.jsonl").read_text().splitlines()[0])
-    assert first["event"] == "started"
-    assert first["config"] == {"learning_rate": raw["train"]["learning_rate"], "warmup_ratio": 0.0}
+    # Optuna suggests them first, but two trials start at once: their order in the files varies.
+    started = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
+    configs = [event["config"] for event in started if event["event"] == "started"]
+    assert {"learning_rate": raw["train"]["learning_rate"], "warmup_ratio": 0.0} in configs
 
 
 def test_best_json_is_the_best_reported_epoch(finished_search):

@@ -12,7 +12,8 @@ from rich.console import Console
 
 from raytune_ft.config import ConfigError, validate_config
 from raytune_ft.progress import SearchProgress
-from raytune_ft.tracking import MLflowLog, check_tracking_available
+from raytune_ft.summary import device_unit, trial_devices
+from raytune_ft.tracking import MLflowLog, NoTensorBoard, TensorBoardLog, check_tracking_available, tracking_callbacks
 
 
 def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
@@ -79,6 +80,28 @@ def test_mlflow_configured_but_not_installed_is_a_one_line_error(monkeypatch):
     config = validate_config({"tracking": {"mlflow": True}})
     with pytest.raises(ConfigError, match=r'tracking.mlflow: MLflow is not installed; pip install -e "\.\[mlflow\]"'):
         check_tracking_available(config)
+
+
+def test_tensorboard_off_still_keeps_tunes_own_logger_out(tmp_path):
+    from ray.tune.logger.tensorboardx import TBXLoggerCallback
+
+    on = tracking_callbacks(validate_config({}), tmp_path)
+    off = tracking_callbacks(validate_config({"tracking": {"tensorboard": False}}), tmp_path)
+    assert [type(c) for c in on] == [TensorBoardLog] and [type(c) for c in off] == [NoTensorBoard]
+    # Tune adds its own TensorBoard logger only when no TBXLoggerCallback is among the callbacks.
+    assert isinstance(off[0], TBXLoggerCallback)
+    trial = FakeTrial("t1", {})
+    off[0].log_trial_start(trial)
+    off[0].log_trial_result(1, trial, {"epoch": 1, "eval_accuracy": 0.5})
+    off[0].log_trial_end(trial)
+    assert not list(tmp_path.iterdir())
+
+
+def test_device_seconds_count_gpus_when_trials_use_them():
+    gpu = validate_config({"resources": {"num_workers": 2, "cpus_per_worker": 4, "gpus_per_worker": 0.25}}).resources
+    cpu = validate_config({"resources": {"num_workers": 2, "cpus_per_worker": 3}}).resources
+    assert trial_devices(gpu) == ("gpu", 0.5) and device_unit("gpu") == "GPU-seconds"
+    assert trial_devices(cpu) == ("cpu", 6) and device_unit("cpu") == "CPU core-seconds"
 
 
 def test_tracking_section_defaults_and_typos():
