@@ -104,7 +104,7 @@ def best_so_far_figure(summary: RunSummary) -> Figure:
             bx, by = zip(*best)
             ax.step(bx, by, where="post", color=WINNER_COLOR, linewidth=2.5, label="best so far", zorder=3)
         ax.set_xlabel(label)
-        ax.set_xlim(left=0)  # from nothing spent: the start-up cost before the first result shows
+        ax.set_xlim(0, max(xs, default=1) * 1.04)  # from nothing spent: the start-up cost before the first result shows
         ax.grid(alpha=0.3)
         if key == "trial_epochs":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))

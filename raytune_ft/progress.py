@@ -26,8 +26,9 @@ class SearchProgress:
         self.running: set[str] = set()
         self.ended: dict[str, int] = {"finished": 0, "stopped early": 0, "failed": 0, "interrupted": 0}
         self.best: tuple[float, str] | None = None  # (score, trial id)
-        self.live: Progress | None = None
-        self.bars: dict[str, int] = {}
+        self.live: Progress | None = None  # the footer, only in a terminal
+        self.overall: int | None = None  # its "trials" bar
+        self.bars: dict[str, int] = {}  # its bar per running trial
 
     # The Tuner pickles its callbacks (and so this) for restore; a Console holds a lock.
     def __getstate__(self):

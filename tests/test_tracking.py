@@ -28,8 +28,9 @@ def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
             event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
             pos += 12 + length + 4
             for value in event.summary.value:
-                if value.HasField("simple_value"):
-                    scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+                # Scalars carry a simple_value; the HParams summaries only their tag.
+                point = (event.step, value.simple_value) if value.HasField("simple_value") else None
+                scalars.setdefault(value.tag, []).extend([point] if point else [])
     return scalars
 
 
@@ -42,6 +43,7 @@ def test_tensorboard_has_every_trial_and_epoch_in_one_place(finished_search):
         assert sorted(scalars["eval/accuracy"]) == [(e, pytest.approx(v)) for e, v in expected]
         for tag in ("eval/loss", "eval/f1", "train/loss", "train/learning_rate", "time/epoch_seconds"):
             assert [step for step, _ in sorted(scalars[tag])] == [1, 2], tag
+        assert "_hparams_/session_start_info" in scalars  # the HParams tab: hyperparameters vs metrics
     # Tune's own TensorBoard logger stays off: one place to point TensorBoard at.
     assert not list((run_dir / "tune").rglob("events.out.tfevents.*"))
 
