@@ -21,6 +21,7 @@ from raytune_ft.results import make_console
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
+EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
 
 
 def _set_quiet_defaults() -> None:
@@ -41,7 +42,7 @@ def _handle_errors(command):
             sys.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
         except Exception as err:  # noqa: BLE001 - the CLI boundary: report, do not crash with a traceback
             if os.environ.get("RAYTUNE_FT_DEBUG"):
                 raise
@@ -69,19 +70,42 @@ def main():
 @set_option
 @click.option("--address", default=None, help="Connect to a running Ray cluster (auto, ray://host:10001). Default: start Ray locally.")
 @click.option("--verbose", is_flag=True, help="Stream the Ray workers' logs to the console.")
+@click.option("--quiet", is_flag=True, help="No live progress (for CI logs): only failures, the summary and the run folder.")
 @_handle_errors
-def search(config_path, overrides, address, verbose):
+def search(config_path, overrides, address, verbose, quiet):
     """Run a hyperparameter search described by CONFIG_PATH (YAML)."""
-    from raytune_ft.search import print_summary, run_search
+    from raytune_ft.report import print_summary
+    from raytune_ft.search import run_search
+    from raytune_ft.summary import summarize_run
 
     config = load_config(config_path, list(overrides))
     console = make_console()
-    outcome = run_search(config, address=address, console=console, verbose=verbose)
-    print_summary(outcome, config, console)
+    outcome = run_search(config, address=address, console=console, verbose=verbose, quiet=quiet)
+    summary = summarize_run(outcome.run_dir)
+    print_summary(summary, console)
+    _write_report_files(summary, console)
     if outcome.best is None:
         click.echo(f"error: no trial reported a result; see the trials' error.txt files under {outcome.run_dir}", err=True)
         sys.exit(EXIT_RUN_FAILED)
     click.echo(f"run folder: {outcome.run_dir}")
+    if outcome.outcome == "interrupted":  # Tune catches Ctrl-C and returns what it had
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _write_report_files(summary, console) -> dict:
+    """Plots and report.html; a plotting problem must not turn a finished search into a failure."""
+    from raytune_ft.report import write_report_files
+
+    try:
+        files = write_report_files(summary)
+    except Exception as err:  # noqa: BLE001 - the search's results are safe in the run folder either way
+        if os.environ.get("RAYTUNE_FT_DEBUG"):
+            raise
+        click.echo(f"warning: could not write the plots and report: {type(err).__name__}: {err}", err=True)
+        return {}
+    console.print(f"report: {files['report']} (plots in {Path(files['report']).parent / 'plots'})", highlight=False)
+    return files
 
 
 @main.command()
@@ -116,23 +140,28 @@ def train(config_path, overrides):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False), required=True)
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="table: rich tables for people; json: one JSON document on stdout for scripts.")
+@click.option("--no-plots", is_flag=True, help="Do not write plots/ and report.html (tables or JSON only).")
 @_handle_errors
-def report(run_dir):
-    """Show a run folder's per-epoch results and its best trial."""
-    from raytune_ft.config import load_config as _load
-    from raytune_ft.results import CONFIG_FILE, find_best, print_epochs_table, read_epochs
+def report(run_dir, output_format, no_plots):
+    """Trials, per-epoch history, cost, plots and report.html of a run folder (finished, interrupted or running)."""
+    from raytune_ft.report import dumps, print_summary, report_json
+    from raytune_ft.results import CONFIG_FILE
+    from raytune_ft.summary import summarize_run
 
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); give a folder under runs/")
-    config = _load(run_dir / CONFIG_FILE)
-    rows = read_epochs(run_dir)
-    searched = list(config.search.space)
+    summary = summarize_run(run_dir)
+    if output_format == "json":
+        files = {} if no_plots else _write_report_files(summary, make_console(stderr=True))
+        click.echo(dumps(report_json(summary, files)))
+        return
     console = make_console()
-    print_epochs_table(rows, config.metric, config.search.mode, searched, console=console)
-    best = find_best(rows, config.metric, config.search.mode, searched)
-    if best:
-        console.print(f"best: trial {best.trial_id} epoch {best.metrics['epoch']} eval_{config.metric}={best.metrics[f'eval_{config.metric}']:.4f} {best.config}")
+    print_summary(summary, console, history=True)
+    if not no_plots:
+        _write_report_files(summary, console)
     click.echo(f"run folder: {run_dir.resolve()}")
 
 

@@ -141,6 +141,14 @@ class OutputSection(Section):
     storage_path: str | None = None
 
 
+class TrackingSection(Section):
+    # Per trial, per epoch. Both are local files by default: no account, no server, no network.
+    tensorboard: bool = True  # <run folder>/tensorboard/<trial_id>/ (tensorboard --logdir <run folder>/tensorboard)
+    mlflow: bool = False  # needs the extra: pip install -e ".[mlflow]"
+    mlflow_tracking_uri: str | None = None  # default: sqlite:///<output.dir>/mlflow.db; any MLflow URI works
+    mlflow_experiment: str | None = None  # default: the run folder's name (one MLflow experiment per search)
+
+
 class Config(Section):
     task: str = "mrpc"
     model: ModelSection = Field(default_factory=ModelSection)
@@ -149,6 +157,7 @@ class Config(Section):
     search: SearchSection = Field(default_factory=SearchSection)
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
     output: OutputSection = Field(default_factory=OutputSection)
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
 
     @field_validator("task")
     @classmethod

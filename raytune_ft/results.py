@@ -1,7 +1,10 @@
-"""A run folder's results: per-epoch rows, the best trial, and the tables that show them.
+"""A run folder's files: per-epoch rows, trial events, search state, and the best trial.
 
-`epochs.jsonl` is the source of truth: one JSON object per trial per epoch, appended as
-epochs finish, so an interrupted search loses nothing that was reported.
+`epochs.jsonl` is the source of truth for metrics: one JSON object per trial per epoch,
+appended as epochs finish, so an interrupted search loses nothing that was reported.
+`trials.jsonl` is the same for trial lifetimes (started, finished, stopped early, failed,
+interrupted), and `search.json` says whether the search is still running: together they
+let `report` tell every trial's status from the run folder alone.
 """
 
 from __future__ import annotations
@@ -12,37 +15,70 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 EPOCHS_FILE = "epochs.jsonl"
+TRIALS_FILE = "trials.jsonl"
+SEARCH_FILE = "search.json"
 BEST_FILE = "best.json"
 CONFIG_FILE = "config.yaml"
 
 
-def make_console() -> Console:
+def make_console(stderr: bool = False) -> Console:
     """A console that does not hard-wrap tables and progress lines at 80 columns in CI logs."""
-    console = Console(soft_wrap=True)
+    console = Console(soft_wrap=True, stderr=stderr)
     if not console.is_terminal:
-        console = Console(soft_wrap=True, width=160)
+        console = Console(soft_wrap=True, width=160, stderr=stderr)
     return console
 
 
-def read_epochs(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / EPOCHS_FILE
+def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
+        try:
             rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # a line cut short by a crash while it was written; the rest is good
     return rows
 
 
-def append_epoch(run_dir: Path, row: dict) -> None:
-    with (Path(run_dir) / EPOCHS_FILE).open("a", encoding="utf-8") as handle:
+def _append_jsonl(path: Path, row: dict) -> None:
+    with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(row) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def read_epochs(run_dir: Path) -> list[dict]:
+    return _read_jsonl(Path(run_dir) / EPOCHS_FILE)
+
+
+def append_epoch(run_dir: Path, row: dict) -> None:
+    _append_jsonl(Path(run_dir) / EPOCHS_FILE, row)
+
+
+def read_trial_events(run_dir: Path) -> list[dict]:
+    return _read_jsonl(Path(run_dir) / TRIALS_FILE)
+
+
+def append_trial_event(run_dir: Path, event: dict) -> None:
+    _append_jsonl(Path(run_dir) / TRIALS_FILE, event)
+
+
+def read_search_state(run_dir: Path) -> dict:
+    path = Path(run_dir) / SEARCH_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def write_search_state(run_dir: Path, state: dict) -> None:
+    _write_json_atomically(Path(run_dir) / SEARCH_FILE, state)
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    staging = path.with_suffix(".json.writing")
+    staging.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    staging.replace(path)
 
 
 @dataclass
@@ -80,37 +116,5 @@ def find_best(rows: list[dict], metric: str, mode: str, searched: list[str]) -> 
 
 def write_best(run_dir: Path, best: Best) -> Path:
     path = Path(run_dir) / BEST_FILE
-    staging = path.with_suffix(".json.writing")
-    staging.write_text(json.dumps(best.to_json(), indent=2) + "\n", encoding="utf-8")
-    staging.replace(path)
+    _write_json_atomically(path, best.to_json())
     return path
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1e-2 and value != 0 else f"{value:.4f}"
-    return "" if value is None else str(value)
-
-
-def epochs_table(rows: list[dict], metric: str, mode: str, searched: list[str], statuses: dict[str, str] | None = None) -> Table:
-    """One row per trial per epoch; the best epoch is marked with a star."""
-    best = best_epoch(rows, metric, mode)
-    metric_columns = sorted({k for row in rows for k in row if k.startswith("eval_")}, key=lambda k: (k != f"eval_{metric}", k))
-    table = Table(title=f"Trials by epoch (best {mode} eval_{metric} marked ★)")
-    for name in ["trial", *searched, "epoch", *metric_columns, "train_loss", "samples/s", "seconds"]:
-        table.add_column(name, justify="left" if name == "trial" else "right")
-    if statuses:
-        table.add_column("status")
-    for row in rows:
-        mark = " ★" if row is best else ""
-        cells = [str(row["trial_id"]) + mark, *(_fmt(row.get(name)) for name in searched), str(row.get("epoch"))]
-        cells += [_fmt(row.get(name)) for name in metric_columns]
-        cells += [_fmt(row.get("train_loss")), f"{row.get('train_samples_per_second', 0):.1f}", f"{row.get('epoch_seconds', 0):.1f}"]
-        if statuses:
-            cells.append(statuses.get(row["trial_id"], ""))
-        table.add_row(*cells, style="bold green" if row is best else None)
-    return table
-
-
-def print_epochs_table(rows, metric, mode, searched, statuses=None, console: Console | None = None) -> None:
-    (console or make_console()).print(epochs_table(rows, metric, mode, searched, statuses))

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import optuna
 import ray
 from ray import tune
 from ray.train import CheckpointConfig, ScalingConfig
@@ -29,8 +31,14 @@ from rich.console import Console
 from raytune_ft.cluster import check_storage_is_shared, driver_resources, storage_root
 from raytune_ft.config import Config, ConfigError
 from raytune_ft.data import load_tokenized, prepare_tokenized_data
+from raytune_ft.progress import SearchProgress
 from raytune_ft.reporting import RayTrainReporter
-from raytune_ft.results import CONFIG_FILE, append_epoch, make_console, find_best, print_epochs_table, read_epochs, write_best
+from raytune_ft.results import (
+    CONFIG_FILE, Best, append_epoch, append_trial_event, find_best, make_console, read_epochs, read_trial_events,
+    write_best, write_search_state,
+)
+from raytune_ft.summary import trial_devices
+from raytune_ft.tracking import check_tracking_available, tracking_callbacks
 from raytune_ft.training import training_function
 
 # Quiet workers: no per-trial download bars or load reports in the search's console.
@@ -94,6 +102,7 @@ def build_search_algorithm(config: Config) -> OptunaSearch | None:
     if not config.search.space:
         return None  # nothing to search: num_samples repeats of the fixed train values
     point = starting_point(config)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" in our output
     return OptunaSearch(points_to_evaluate=[point] if point else None, seed=config.search.seed)
 
 
@@ -133,52 +142,78 @@ def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path
 
 
 # ---------------------------------------------------------------------------------------
-# Live progress and the per-epoch history
+# The run folder's records, written as the search goes
 
 
-class EpochLog(tune.Callback):
-    """Appends every reported epoch to epochs.jsonl as it arrives, and prints a line."""
+class RunFolderLog(tune.Callback):
+    """Appends every reported epoch to epochs.jsonl and every trial start and end to
+    trials.jsonl, as they happen, so the run folder alone tells what happened (also for an
+    interrupted or still running search)."""
 
-    def __init__(self, run_dir: Path, searched: list[str], metric: str, console: Console):
-        self.run_dir, self.searched, self.metric, self.console = run_dir, searched, metric, console
-
-    # The Tuner pickles its callbacks (for restore); a Console holds a lock and cannot be.
-    def __getstate__(self):
-        return {**self.__dict__, "console": None}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.console = make_console()
+    def __init__(self, run_dir: Path, config: Config, progress: SearchProgress | None = None):
+        self.run_dir, self.progress = run_dir, progress
+        self.default_epochs = config.train.num_epochs
+        self.device_type, self.devices = trial_devices(config.resources)
+        self.started: dict[str, float] = {}
+        self.epochs_done: dict[str, int] = {}
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.config.items())
-        self.console.print(f"[cyan]trial {trial.trial_id}[/] started: {params or 'fixed train values'}")
+        self.started[trial.trial_id] = time.time()
+        event = {
+            "event": "started", "trial_id": trial.trial_id, "time": self.started[trial.trial_id],
+            "config": trial.config, "planned_epochs": self._planned(trial),
+            "device_type": self.device_type, "devices": self.devices,
+        }
+        append_trial_event(self.run_dir, event)
+        if self.progress:
+            self.progress.trial_started(event)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = {"trial_id": trial.trial_id, "epoch": result["epoch"]}
         row.update({k: v for k, v in result.items() if k.startswith(("eval_", "train_")) or k in REPORTED_KEYS})
         row.update(trial.config)  # the searched hyperparameters, under their train.* names
+        row["reported_at"] = time.time()  # places the epoch on the search's timeline (compute spent so far)
         append_epoch(self.run_dir, row)
-        score = row.get(f"eval_{self.metric}")
-        self.console.print(
-            f"[cyan]trial {trial.trial_id}[/] epoch {row['epoch']}: eval_{self.metric}={score:.4f} "
-            f"eval_loss={row['eval_loss']:.4f} ({row['epoch_seconds']:.0f}s, {row['train_samples_per_second']:.0f} samples/s)"
-        )
+        self.epochs_done[trial.trial_id] = result["epoch"]
+        if self.progress:
+            self.progress.epoch_reported(row)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.console.print(f"[cyan]trial {trial.trial_id}[/] finished")
+        # Tune calls this both for trials that ran all their epochs and for those the scheduler stopped.
+        done = self.epochs_done.get(trial.trial_id, 0)
+        self._ended(trial, "finished" if done >= self._planned(trial) else "stopped early")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.console.print(f"[red]trial {trial.trial_id} failed[/]: {_first_error_line(trial)}")
+        self._ended(trial, "failed", error=_first_error_line(trial))
+
+    def on_experiment_end(self, trials, **info):
+        # Also called when the search is interrupted (Ctrl-C): trials still running end here.
+        for trial in trials:
+            if trial.trial_id in self.started:
+                self._ended(trial, "interrupted")
+
+    def _ended(self, trial, status: str, error: str | None = None) -> None:
+        started = self.started.pop(trial.trial_id, None)
+        now = time.time()
+        wall = now - started if started is not None else 0.0
+        event = {
+            "event": status, "trial_id": trial.trial_id, "time": now, "config": trial.config,
+            "epochs_done": self.epochs_done.get(trial.trial_id, 0), "wall_seconds": wall,
+            "device_type": self.device_type, "devices": self.devices, "device_seconds": wall * self.devices,
+        }
+        if error:
+            event["error"] = error
+        append_trial_event(self.run_dir, event)
+        if self.progress:
+            self.progress.trial_ended(event)
+
+    def _planned(self, trial) -> int:
+        return int(trial.config.get("num_epochs", self.default_epochs))
 
 
 REPORTED_KEYS = (
     "learning_rate", "last_learning_rate", "examples_trained", "examples_evaluated", "epoch_seconds", "node_id", "device", "num_processes", "checkpoint_path",
 )
-
-
-def _fmt(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _first_error_line(trial) -> str:
@@ -197,10 +232,8 @@ def _first_error_line(trial) -> str:
 @dataclass
 class SearchOutcome:
     run_dir: Path
-    rows: list[dict]
-    statuses: dict[str, str] = field(default_factory=dict)
-    best: object | None = None
-    seconds: float = 0.0
+    outcome: str  # finished | interrupted
+    best: Best | None = None
 
 
 def new_run_dir(config: Config) -> Path:
@@ -230,13 +263,16 @@ def concurrent_trials(config: Config) -> int:
     return fits
 
 
-def run_search(config: Config, address: str | None = None, console: Console | None = None, verbose: bool = False) -> SearchOutcome:
+def run_search(
+    config: Config, address: str | None = None, console: Console | None = None, verbose: bool = False, quiet: bool = False
+) -> SearchOutcome:
     console = console or make_console()
-    started = time.perf_counter()
     run_dir = new_run_dir(config)
+    check_tracking_available(config)
     # Data first: bad data is reported before Ray starts and before the run folder exists.
     data_path, was_cached = prepare_tokenized_data(config)
-    console.print(f"tokenized data: {data_path} ({'cache hit' if was_cached else 'tokenized now'})")
+    if not quiet:
+        console.print(f"tokenized data: {data_path} ({'cache hit' if was_cached else 'tokenized now'})")
 
     # address "local": always a fresh Ray runtime of our own, never a cluster some other
     # process started with `ray start` on this machine (ray.init() would attach to that).
@@ -247,9 +283,22 @@ def run_search(config: Config, address: str | None = None, console: Console | No
         check_storage_is_shared(config, storage)
         max_concurrent = concurrent_trials(config)
         trial_driver_resources = driver_resources(config)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
+    except BaseException:
+        ray.shutdown()
+        raise
 
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
+    # No end mark in search.json + this process gone = interrupted; `report` relies on it.
+    state = {"started_at": time.time(), "ended_at": None, "outcome": None, "pid": os.getpid(), "hostname": socket.gethostname()}
+    write_search_state(run_dir, state)
+    outcome = "failed"
+    progress = SearchProgress(console, config.metric, config.search.mode, config.search.num_samples, quiet=quiet)
+
+    # Ray's new console output always prints an experiment box and a TensorBoard hint that points
+    # into Ray's temporary session folder; SearchProgress is the search's output instead.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    try:
         # Into the object store once; every trial's workers read the same copy.
         data_ref = ray.put(load_tokenized(data_path, in_memory=True))
         searched = list(config.search.space)
@@ -259,10 +308,11 @@ def run_search(config: Config, address: str | None = None, console: Console | No
             ),
             trial_driver_resources,
         )
-        console.print(
-            f"searching {', '.join(searched) or 'nothing (fixed values)'}: {config.search.num_samples} trials, "
-            f"{max_concurrent} at a time, scheduler {config.search.scheduler}, metric eval_{config.metric} ({config.search.mode})"
-        )
+        if not quiet:
+            console.print(
+                f"searching {', '.join(searched) or 'nothing (fixed values)'}: {config.search.num_samples} trials, "
+                f"{max_concurrent} at a time, scheduler {config.search.scheduler}, metric eval_{config.metric} ({config.search.mode})"
+            )
         tuner = tune.Tuner(
             trainable,
             param_space=build_param_space(config),
@@ -277,47 +327,24 @@ def run_search(config: Config, address: str | None = None, console: Console | No
             run_config=tune.RunConfig(
                 name="tune",
                 storage_path=storage,
-                callbacks=[EpochLog(run_dir, searched, config.metric, console)],
+                callbacks=[RunFolderLog(run_dir, config, progress), *tracking_callbacks(config, run_dir)],
                 verbose=0,
             ),
         )
-        result_grid = tuner.fit()
-        statuses = _trial_statuses(result_grid, read_epochs(run_dir), config)
+        progress.start()
+        tuner.fit()
+        # Tune returns normally after a Ctrl-C; the trials it cut off were marked interrupted.
+        interrupted = any(event["event"] == "interrupted" for event in read_trial_events(run_dir))
+        outcome = "interrupted" if interrupted else "finished"
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+        raise
     finally:
+        progress.stop()
         ray.shutdown()
+        write_search_state(run_dir, {**state, "ended_at": time.time(), "outcome": outcome})
 
-    rows = read_epochs(run_dir)
-    outcome = SearchOutcome(run_dir=run_dir, rows=rows, statuses=statuses, seconds=time.perf_counter() - started)
-    outcome.best = find_best(rows, config.metric, config.search.mode, searched)
-    if outcome.best is not None:
-        write_best(run_dir, outcome.best)
-    return outcome
-
-
-def _trial_statuses(result_grid, rows: list[dict], config: Config) -> dict[str, str]:
-    """finished / stopped early (by the scheduler) / failed, per trial id."""
-    epochs_done: dict[str, int] = {}
-    for row in rows:
-        epochs_done[row["trial_id"]] = max(epochs_done.get(row["trial_id"], 0), row["epoch"])
-    statuses = {}
-    for result in result_grid:
-        trial_id = result.metrics.get("trial_id") if result.metrics else None
-        trial_id = trial_id or Path(result.path).name
-        if result.error is not None:
-            statuses[trial_id] = "failed"
-            continue
-        planned = (result.config or {}).get("num_epochs", config.train.num_epochs)
-        statuses[trial_id] = "finished" if epochs_done.get(trial_id, 0) >= planned else "stopped early"
-    return statuses
-
-
-def print_summary(outcome: SearchOutcome, config: Config, console: Console | None = None) -> None:
-    console = console or make_console()
-    print_epochs_table(outcome.rows, config.metric, config.search.mode, list(config.search.space), outcome.statuses, console)
-    if outcome.best:
-        best = outcome.best
-        console.print(
-            f"best: trial {best.trial_id} epoch {best.metrics['epoch']} eval_{config.metric}="
-            f"{best.metrics[f'eval_{config.metric}']:.4f} with {best.config or 'the fixed train values'}"
-        )
-    console.print(f"search took {outcome.seconds:.0f}s")
+    best = find_best(read_epochs(run_dir), config.metric, config.search.mode, searched)
+    if best is not None:
+        write_best(run_dir, best)
+    return SearchOutcome(run_dir=run_dir, outcome=outcome, best=best)

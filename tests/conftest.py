@@ -79,3 +79,29 @@ def quick_config(model_dir, **sections) -> dict:
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
     return raw
+
+
+@pytest.fixture(scope="session")
+def finished_search(tmp_path_factory, tiny_bert_dir):
+    """Runs `raytune-ft search` once (2 trials x 2 epochs of a tiny BERT on the local Ray
+    runtime); the search, report and tracking tests all read the run folder it leaves."""
+    import yaml
+    from click.testing import CliRunner
+
+    from raytune_ft.cli import main
+
+    tmp_path = tmp_path_factory.mktemp("search")
+    raw = quick_config(
+        tiny_bert_dir,
+        search={
+            "space": {"learning_rate": {"loguniform": [1e-4, 3e-3]}, "warmup_ratio": {"uniform": [0.0, 0.2]}},
+            "num_samples": 2,
+            "scheduler": "fifo",
+            "metric": "accuracy",
+        },
+        output={"dir": str(tmp_path / "runs"), "name": "tiny"},
+    )
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(main, ["search", str(config_path)])
+    return result, tmp_path / "runs" / "tiny", raw

@@ -1,0 +1,156 @@
+"""The report's plots, as PNG files: what happened in a search and why the winner won.
+
+- curves.png: every trial's eval metric and eval loss per epoch, the winner highlighted;
+- best_so_far.png: the best metric found so far against the compute spent to find it
+  (trial-epochs, and device-seconds);
+- hyperparameters.png: each searched hyperparameter against the trial's final metric
+  (log axis for log-uniform samplers such as the learning rate).
+
+Matplotlib's object API with the Agg canvas: no pyplot global state, no display needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+from raytune_ft.summary import RunSummary, TrialSummary, device_unit
+
+PLOTS_DIR = "plots"
+WINNER_COLOR = "#d62728"
+OTHER_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
+STATUS_MARKERS = {"finished": "o", "stopped early": "X", "failed": "s", "interrupted": "D", "running": ">"}
+
+
+def write_plots(summary: RunSummary, out_dir: Path | None = None) -> list[tuple[Path, str]]:
+    """Writes the plots that the run's data supports; returns (path, caption) pairs."""
+    out_dir = Path(out_dir or summary.run_dir / PLOTS_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not summary.rows:
+        return []
+    written = [
+        (_save(curves_figure(summary), out_dir / "curves.png"),
+         f"Per-epoch eval_{summary.config.metric} and eval_loss of every trial; the winner in red."),
+        (_save(best_so_far_figure(summary), out_dir / "best_so_far.png"),
+         f"Best eval_{summary.config.metric} found so far against the compute spent: trial-epochs and {device_unit(summary.device_type)}."),
+    ]
+    if summary.searched:
+        written.append((_save(hyperparameters_figure(summary), out_dir / "hyperparameters.png"),
+                        f"Each searched hyperparameter against the trial's final eval_{summary.config.metric}."))
+    return written
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    FigureCanvasAgg(figure)
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def _color(index: int, trial: TrialSummary) -> str:
+    return WINNER_COLOR if trial.winner else OTHER_COLORS[index % len(OTHER_COLORS)]
+
+
+def _status_legend(trials: list[TrialSummary]) -> list[Line2D]:
+    statuses = sorted({trial.status for trial in trials}, key=list(STATUS_MARKERS).index)
+    handles = [Line2D([], [], color="#555555", marker=STATUS_MARKERS[s], linestyle="", label=s) for s in statuses]
+    return [Line2D([], [], color=WINNER_COLOR, linewidth=3, label="winner"), *handles]
+
+
+def curves_figure(summary: RunSummary) -> Figure:
+    metric = summary.metric_key
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    axes = figure.subplots(1, 2)
+    for ax, key in zip(axes, (metric, "eval_loss")):
+        for index, trial in enumerate(summary.trials):
+            points = [(row["epoch"], row[key]) for row in trial.epochs if isinstance(row.get(key), (int, float))]
+            if not points:
+                continue
+            epochs, values = zip(*points)
+            ax.plot(epochs, values, color=_color(index, trial), linewidth=3 if trial.winner else 1.3,
+                    alpha=1 if trial.winner else 0.75, zorder=3 if trial.winner else 2, marker=".",
+                    label=f"{trial.trial_id} (winner)" if trial.winner else trial.trial_id)
+            # The last point says how the trial ended (stopped early, finished, ...).
+            ax.plot(epochs[-1], values[-1], marker=STATUS_MARKERS.get(trial.status, "o"), color=_color(index, trial),
+                    markersize=9 if trial.winner else 7, linestyle="", zorder=4)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].set_title(f"{metric} per epoch ({summary.config.search.mode} is better)")
+    axes[1].set_title("eval_loss per epoch (lower is better)")
+    axes[0].legend(handles=_status_legend(summary.trials), fontsize=8, loc="best")
+    if len(summary.trials) <= len(OTHER_COLORS):  # beyond that colours repeat and names would not help
+        axes[1].legend(title="trial", fontsize=8, loc="best")
+    figure.suptitle(f"{summary.run_dir.name}: {len(summary.trials)} trials")
+    return figure
+
+
+def best_so_far_figure(summary: RunSummary) -> Figure:
+    points = summary.compute_curve()
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    axes = figure.subplots(1, 2, sharey=True)
+    unit = device_unit(summary.device_type)
+    for ax, key, label in zip(axes, ("trial_epochs", "device_seconds"), ("trial-epochs completed", f"{unit} spent")):
+        xs = [p[key] for p in points]
+        scored = [(p[key], p["score"]) for p in points if p["score"] is not None]
+        if scored:
+            ax.scatter(*zip(*scored), color="#999999", s=18, label="each reported epoch", zorder=2)
+        best = [(x, p["best"]) for x, p in zip(xs, points) if p["best"] is not None]
+        if best:
+            bx, by = zip(*best)
+            ax.step(bx, by, where="post", color=WINNER_COLOR, linewidth=2.5, label="best so far", zorder=3)
+        ax.set_xlabel(label)
+        ax.set_xlim(0, max(xs, default=1) * 1.04)  # from nothing spent: the start-up cost before the first result shows
+        ax.grid(alpha=0.3)
+        if key == "trial_epochs":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel(summary.metric_key)
+    axes[0].legend(fontsize=8, loc="best")
+    total = f"{summary.device_seconds:,.0f} {unit} in all"
+    figure.suptitle(f"Best {summary.metric_key} so far against compute ({len(points)} trial-epochs, {total})")
+    return figure
+
+
+def hyperparameters_figure(summary: RunSummary) -> Figure:
+    names = summary.searched
+    figure = Figure(figsize=(max(4.5 * len(names), 6), 4.2), layout="constrained")
+    axes = figure.subplots(1, len(names), squeeze=False)[0]
+    space = summary.config.search.space
+    for ax, name in zip(axes, names):
+        for trial in summary.trials:
+            if trial.last_metric is None or name not in trial.config:
+                continue
+            ax.scatter(trial.config[name], trial.last_metric, marker="*" if trial.winner else STATUS_MARKERS.get(trial.status, "o"),
+                       s=260 if trial.winner else 55, color=WINNER_COLOR if trial.winner else "#1f77b4",
+                       edgecolors="black" if trial.winner else "none", alpha=1 if trial.winner else 0.8, zorder=3 if trial.winner else 2)
+        _space_axis(ax, space.get(name, {}))
+        ax.set_xlabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"final {summary.metric_key}")
+    legend = [Line2D([], [], color=WINNER_COLOR, marker="*", markersize=14, markeredgecolor="black", linestyle="", label="winner")]
+    legend += [h for h in _status_legend(summary.trials)[1:]]
+    axes[0].legend(handles=legend, fontsize=8, loc="best")
+    figure.suptitle(f"Searched hyperparameters against the final {summary.metric_key} (the last epoch each trial ran)")
+    return figure
+
+
+def _space_axis(ax, spec: dict) -> None:
+    """The x axis spans the searched range, so the plot also shows where in it the trials fell."""
+    (sampler, args), = spec.items() if spec else (("choice", []),)
+    if sampler == "loguniform":
+        ax.set_xscale("log")
+        # Less than a decade would otherwise get crowded minor-tick labels.
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.0e}".replace("e-0", "e-")))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    if sampler in ("loguniform", "uniform"):
+        low, high = args
+        pad = (high / low) ** 0.04 if sampler == "loguniform" else (high - low) * 0.04
+        ax.set_xlim(low / pad, high * pad) if sampler == "loguniform" else ax.set_xlim(low - pad, high + pad)
+    if sampler == "randint":
+        ax.set_xlim(args[0] - 0.5, args[1] - 0.5)  # randint's upper bound is exclusive
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -1,0 +1,209 @@
+"""A search's report: terminal tables (rich), a JSON document, and report.html.
+
+All three show the same content, built once from a RunSummary as rows of text cells: the
+trials (one row each, the winner marked), every trial's per-epoch history, and the cost.
+report.html is self-contained (the plots are embedded), so it can be mailed or archived.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from raytune_ft.summary import RunSummary, device_unit
+
+REPORT_FILE = "report.html"
+WINNER_MARK = "★"
+SAVINGS_METHOD = "estimate: each stopped trial's remaining epochs x its mean measured epoch time x its devices"
+
+
+def format_value(value, digits: int = 4) -> str:
+    """Metrics with 4 decimals; small values such as learning rates in scientific notation."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.2e}" if value != 0 and abs(value) < 1e-2 else f"{value:.{digits}f}"
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------
+# The content, as text cells
+
+
+def trials_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
+    unit = "GPU-s" if summary.device_type == "gpu" else "CPU core-s"
+    headers = ["trial", "status", *summary.searched, "epochs", "best", "last", "wall s", unit]
+    rows = []
+    for trial in summary.trials:
+        rows.append([
+            trial.trial_id + (f" {WINNER_MARK}" if trial.winner else ""),
+            trial.status,
+            *(format_value(trial.config.get(name)) for name in summary.searched),
+            f"{trial.epochs_done}/{trial.planned_epochs}",
+            format_value(trial.best_metric), format_value(trial.last_metric),
+            f"{trial.wall_seconds:.0f}", f"{trial.device_seconds:.0f}",
+        ])
+    return headers, rows
+
+
+def trials_title(summary: RunSummary) -> str:
+    better = "higher" if summary.config.search.mode == "max" else "lower"
+    return f"Trials: best and last {summary.metric_key} ({better} is better), winner {WINNER_MARK}"
+
+
+def history_rows(summary: RunSummary) -> tuple[list[str], list[list[list[str]]]]:
+    """Per trial (in start order), one row per epoch; the best epoch of the search is marked."""
+    main = summary.metric_key
+    eval_keys = sorted({k for row in summary.rows for k in row if k.startswith("eval_")}, key=lambda k: (k != main, k))
+    headers = ["trial", "epoch", *eval_keys, "train_loss", "lr at end", "samples/s", "epoch s"]
+    best = summary.best
+    groups = []
+    for trial in summary.trials:
+        group = []
+        for row in trial.epochs:
+            is_best = best is not None and row["trial_id"] == best.trial_id and row["epoch"] == best.metrics.get("epoch")
+            group.append([
+                row["trial_id"] + (f" {WINNER_MARK}" if is_best else ""),
+                str(row["epoch"]),
+                *(format_value(row.get(key)) for key in [*eval_keys, "train_loss", "last_learning_rate"]),
+                format_value(row.get("train_samples_per_second"), 1),
+                format_value(row.get("epoch_seconds"), 1),
+            ])
+        if group:
+            groups.append(group)
+    return headers, groups
+
+
+def summary_lines(summary: RunSummary) -> list[str]:
+    """The search in a few sentences: status, best, cost, and what early stopping saved."""
+    counts = ", ".join(f"{count} {status}" for status, count in summary.counts().items())
+    status = "status unknown (no search.json)" if summary.status == "unknown" else summary.status
+    lines = [f"search {status}: {len(summary.trials)} trials ({counts or 'none started'})"]
+    best = summary.best
+    if best:
+        params = ", ".join(f"{k}={format_value(v)}" for k, v in best.config.items()) or "the fixed train values"
+        lines.append(f"best: trial {best.trial_id} epoch {best.metrics['epoch']} {summary.metric_key}={best.metrics[summary.metric_key]:.4f} with {params}")
+    unit = device_unit(summary.device_type)
+    wall = f"; search wall time {summary.wall_seconds:.0f}s" if summary.wall_seconds is not None else ""
+    lines.append(f"compute: {summary.device_seconds:,.0f} {unit} over {len(summary.trials)} trials{wall}")
+    saved = summary.saved_device_seconds
+    if saved > 0:
+        share = saved / (saved + summary.device_seconds)
+        lines.append(
+            f"early stopping saved about {saved:,.0f} {unit} ({share:.0%} of running every stopped trial "
+            f"to its planned epochs; {SAVINGS_METHOD})"
+        )
+    for trial in summary.trials:
+        if trial.error:
+            lines.append(f"trial {trial.trial_id} failed: {trial.error}")
+    return lines
+
+
+def report_json(summary: RunSummary, files: dict | None = None) -> dict:
+    unit = device_unit(summary.device_type)
+    return {
+        "run_dir": str(summary.run_dir.resolve()),
+        "status": summary.status,
+        "metric": summary.metric_key,
+        "mode": summary.config.search.mode,
+        "searched": summary.searched,
+        "best": summary.best.to_json() if summary.best else None,
+        "trials": [trial.to_json() for trial in summary.trials],
+        "cost": {
+            "device_type": summary.device_type, "unit": unit,
+            "device_seconds": summary.device_seconds,
+            "saved_device_seconds_estimate": summary.saved_device_seconds,
+            "search_wall_seconds": summary.wall_seconds,
+        },
+        "epochs": summary.rows,
+        "files": files or {},
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Terminal
+
+
+def _rich_table(title: str, headers: list[str], groups: list[list[list[str]]]) -> Table:
+    table = Table(title=title)
+    for index, name in enumerate(headers):
+        table.add_column(name, justify="left" if index == 0 or name == "status" else "right", no_wrap=index == 0)
+    for group in groups:
+        for cells in group:
+            table.add_row(*cells, style="bold green" if WINNER_MARK in cells[0] else None)
+        table.add_section()
+    return table
+
+
+def print_summary(summary: RunSummary, console: Console, history: bool = False) -> None:
+    headers, rows = trials_rows(summary)
+    console.print(_rich_table(trials_title(summary), headers, [rows]))
+    if history:
+        headers, groups = history_rows(summary)
+        console.print(_rich_table(f"Per-epoch history (best epoch {WINNER_MARK})", headers, groups))
+    for line in summary_lines(summary):
+        console.print(line, highlight=False)
+
+
+# ---------------------------------------------------------------------------------------
+# report.html
+
+
+def write_html(summary: RunSummary, plots: list[tuple[Path, str]], path: Path | None = None) -> Path:
+    path = Path(path or summary.run_dir / REPORT_FILE)
+    name = html.escape(summary.run_dir.name)
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>raytune-ft report: {name}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>raytune-ft report: {name}</h1>",
+        "".join(f"<p>{html.escape(line)}</p>" for line in summary_lines(summary)),
+        f"<h2>{html.escape(trials_title(summary))}</h2>", _html_table(*trials_rows(summary)),
+    ]
+    if plots:
+        parts.append("<h2>Plots</h2>")
+        for plot, caption in plots:
+            data = base64.b64encode(Path(plot).read_bytes()).decode("ascii")
+            parts.append(f"<figure><img alt='{html.escape(Path(plot).name)}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption>{html.escape(caption)} ({html.escape(Path(plot).name)})</figcaption></figure>")
+    headers, groups = history_rows(summary)
+    parts += ["<h2>Per-epoch history</h2>", _html_table(headers, [cells for group in groups for cells in group])]
+    parts += ["<h2>Config</h2>", f"<pre>{html.escape(summary.config.to_yaml())}</pre>", "</body></html>"]
+    staging = path.with_suffix(".html.writing")
+    staging.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    staging.replace(path)
+    return path
+
+
+def _html_table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        f"<tr{' class=win' if WINNER_MARK in cells[0] else ''}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+        for cells in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}tr.win{background:#e8f5e9;font-weight:bold}"
+    "img{max-width:100%}figure{margin:1.5em 0}figcaption{color:#555}pre{background:#f6f6f6;padding:1em}"
+)
+
+
+def write_report_files(summary: RunSummary) -> dict:
+    """plots/*.png and report.html; returns their paths (for JSON and the CLI)."""
+    from raytune_ft.plots import write_plots  # matplotlib only when files are wanted
+
+    plots = write_plots(summary)
+    report = write_html(summary, plots)
+    return {"plots": [str(p) for p, _ in plots], "report": str(report)}
+
+
+def dumps(document: dict) -> str:
+    return json.dumps(document, indent=2, default=str)

@@ -1,0 +1,224 @@
+"""One summary per trial, and the search's cost, from a run folder alone.
+
+Works the same on finished, interrupted and running searches: everything comes from the
+files the search appends to as it goes (config.yaml, epochs.jsonl, trials.jsonl,
+search.json), never from Ray.
+
+Cost: a trial holds its devices from start to end, so its device-seconds are the devices it
+reserved (CPU cores, or GPUs, fractions included) x its wall time. What early stopping saved
+is an estimate: each stopped trial's remaining epochs x its mean measured epoch time.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raytune_ft.config import Config, ResourcesSection, load_config
+from raytune_ft.results import CONFIG_FILE, Best, find_best, read_epochs, read_search_state, read_trial_events
+
+# How trials end, as trials.jsonl records them; "running" is only ever derived.
+ENDED = ("finished", "stopped early", "failed", "interrupted")
+
+
+def trial_devices(resources: ResourcesSection) -> tuple[str, float]:
+    """What one trial reserves: ("gpu", GPUs) when it uses GPUs, else ("cpu", CPU cores)."""
+    if resources.gpus_per_worker > 0:
+        return "gpu", resources.gpus_per_worker * resources.num_workers
+    return "cpu", resources.cpus_per_worker * resources.num_workers
+
+
+def device_unit(device_type: str) -> str:
+    return "GPU-seconds" if device_type == "gpu" else "CPU core-seconds"
+
+
+@dataclass
+class TrialSummary:
+    trial_id: str
+    status: str  # finished | stopped early | failed | interrupted | running
+    config: dict  # the searched hyperparameters
+    planned_epochs: int
+    epochs: list[dict]  # its epochs.jsonl rows, in epoch order
+    device_type: str
+    devices: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    wall_seconds: float = 0.0
+    error: str | None = None
+    winner: bool = False
+    best_metric: float | None = None
+    last_metric: float | None = None
+
+    @property
+    def epochs_done(self) -> int:
+        return max((row["epoch"] for row in self.epochs), default=0)
+
+    @property
+    def device_seconds(self) -> float:
+        return self.devices * self.wall_seconds
+
+    @property
+    def saved_device_seconds(self) -> float:
+        """Estimate: the epochs early stopping skipped, at this trial's mean measured epoch time."""
+        if self.status != "stopped early" or not self.epochs:
+            return 0.0
+        mean_epoch = sum(row.get("epoch_seconds", 0.0) for row in self.epochs) / len(self.epochs)
+        return max(0, self.planned_epochs - self.epochs_done) * mean_epoch * self.devices
+
+    def to_json(self) -> dict:
+        return {
+            "trial_id": self.trial_id, "status": self.status, "winner": self.winner, "config": self.config,
+            "planned_epochs": self.planned_epochs, "epochs_done": self.epochs_done,
+            "best_metric": self.best_metric, "last_metric": self.last_metric,
+            "started_at": self.started_at, "ended_at": self.ended_at, "wall_seconds": self.wall_seconds,
+            "device_type": self.device_type, "devices": self.devices, "device_seconds": self.device_seconds,
+            "saved_device_seconds_estimate": self.saved_device_seconds, "error": self.error,
+        }
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    config: Config
+    status: str  # the search's: running | finished | interrupted | failed | unknown
+    rows: list[dict]  # epochs.jsonl, in the order epochs were reported
+    trials: list[TrialSummary]  # in start order
+    best: Best | None
+    wall_seconds: float | None  # the whole search's, start to end (or now)
+    searched: list[str] = field(default_factory=list)
+
+    @property
+    def metric_key(self) -> str:
+        return f"eval_{self.config.metric}"
+
+    @property
+    def device_type(self) -> str:
+        return trial_devices(self.config.resources)[0]
+
+    @property
+    def device_seconds(self) -> float:
+        return sum(trial.device_seconds for trial in self.trials)
+
+    @property
+    def saved_device_seconds(self) -> float:
+        return sum(trial.saved_device_seconds for trial in self.trials)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for trial in self.trials:
+            counts[trial.status] = counts.get(trial.status, 0) + 1
+        return counts
+
+    def compute_curve(self) -> list[dict]:
+        """Best-so-far metric after each reported epoch, against the compute spent until then.
+
+        Device-seconds at a moment = every trial's devices x the part of its lifetime before that
+        moment (trials running at the same time all count). Rows from before `reported_at`
+        existed fall back to summing epoch times.
+        """
+        pick = max if self.config.search.mode == "max" else min
+        by_id = {trial.trial_id: trial for trial in self.trials}
+        points, best, fallback_seconds = [], None, 0.0
+        for index, row in enumerate(self.rows, start=1):
+            score = row.get(self.metric_key)
+            if isinstance(score, (int, float)):
+                best = score if best is None else pick(best, score)
+            fallback_seconds += by_id[row["trial_id"]].devices * row.get("epoch_seconds", 0.0)
+            at = row.get("reported_at")
+            spent = self._device_seconds_at(at) if at is not None else fallback_seconds
+            points.append({"trial_epochs": index, "device_seconds": spent, "best": best, "score": score})
+        return points
+
+    def _device_seconds_at(self, moment: float) -> float:
+        spent = 0.0
+        for trial in self.trials:
+            if trial.started_at is None:
+                continue
+            end = trial.ended_at if trial.ended_at is not None else moment
+            spent += trial.devices * max(0.0, min(end, moment) - trial.started_at)
+        return spent
+
+
+def summarize_run(run_dir: Path, now: float | None = None) -> RunSummary:
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / CONFIG_FILE)
+    now = time.time() if now is None else now
+    rows = read_epochs(run_dir)
+    state = read_search_state(run_dir)
+    status = search_status(state)
+    # Trials cut off without an end mark stop counting when the search stopped (or at their last epoch).
+    cut_off = now if status == "running" else state.get("ended_at")
+    trials = _trials(config, rows, read_trial_events(run_dir), status == "running", cut_off)
+    searched = list(config.search.space)
+    best = find_best(rows, config.metric, config.search.mode, searched)
+    pick = max if config.search.mode == "max" else min
+    for trial in trials:
+        scores = [row[f"eval_{config.metric}"] for row in trial.epochs if isinstance(row.get(f"eval_{config.metric}"), (int, float))]
+        trial.best_metric = pick(scores) if scores else None
+        trial.last_metric = scores[-1] if scores else None
+        trial.winner = best is not None and trial.trial_id == best.trial_id
+    started = state.get("started_at")
+    wall = ((state.get("ended_at") or now) - started) if started else None
+    return RunSummary(run_dir, config, status, rows, trials, best, wall, searched)
+
+
+def search_status(state: dict) -> str:
+    """running | finished | interrupted | failed, or unknown for a run folder without search.json."""
+    if not state:
+        return "unknown"
+    if state.get("ended_at"):
+        return state.get("outcome", "finished")
+    # No end mark: still running, unless its process is gone (killed without a chance to write it).
+    if state.get("hostname") == socket.gethostname() and not _process_alive(state.get("pid")):
+        return "interrupted"
+    return "running"
+
+
+def _process_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _trials(config: Config, rows: list[dict], events: list[dict], search_running: bool, cut_off: float | None) -> list[TrialSummary]:
+    device_type, devices = trial_devices(config.resources)
+    trials: dict[str, TrialSummary] = {}
+
+    def get(trial_id: str, params: dict) -> TrialSummary:
+        if trial_id not in trials:
+            trials[trial_id] = TrialSummary(
+                trial_id=trial_id, status="running" if search_running else "interrupted", config=params,
+                planned_epochs=int(params.get("num_epochs", config.train.num_epochs)),
+                epochs=[], device_type=device_type, devices=devices,
+            )
+        return trials[trial_id]
+
+    for event in events:
+        trial = get(event["trial_id"], event.get("config", {}))
+        if event["event"] == "started":
+            trial.started_at = event["time"]
+            trial.planned_epochs = event.get("planned_epochs", trial.planned_epochs)
+            trial.device_type, trial.devices = event.get("device_type", device_type), event.get("devices", devices)
+        elif event["event"] in ENDED:
+            trial.status, trial.ended_at, trial.error = event["event"], event["time"], event.get("error")
+    for row in rows:
+        get(row["trial_id"], {k: row[k] for k in config.search.space if k in row}).epochs.append(row)
+    for trial in trials.values():
+        trial.epochs.sort(key=lambda row: row["epoch"])
+        if trial.started_at is not None:
+            last_report = max((row.get("reported_at", 0) for row in trial.epochs), default=0)
+            end = trial.ended_at or cut_off or max(last_report, trial.started_at)
+            trial.wall_seconds = end - trial.started_at
+        else:
+            # A run folder from before trials.jsonl existed: its status and wall time are guesses.
+            trial.wall_seconds = sum(row.get("epoch_seconds", 0.0) for row in trial.epochs)
+            if not events:
+                trial.status = "finished" if trial.epochs_done >= trial.planned_epochs else "stopped early"
+    return list(trials.values())
