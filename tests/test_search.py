@@ -59,9 +59,9 @@ def test_every_trial_reports_every_epoch(finished_search):
 
 def test_the_config_values_are_the_first_trial(finished_search):
     _, run_dir, raw = finished_search
-    first = read_rows(run_dir)[0]
-    assert first["learning_rate"] == raw["train"]["learning_rate"]
-    assert first["warmup_ratio"] == 0.0
+    # Two trials run at once, so the first row reported may be either trial's: look for it.
+    rows = read_rows(run_dir)
+    assert any(row["learning_rate"] == raw["train"]["learning_rate"] and row["warmup_ratio"] == 0.0 for row in rows)
 
 
 def test_best_json_is_the_best_reported_epoch(finished_search):
