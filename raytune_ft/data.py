@@ -63,33 +63,34 @@ def load_raw_dataset(config: Config) -> datasets.DatasetDict:
 def read_source(source: DataSource, config: Config, task: Task) -> tuple[dict[str, Table], dict[str, str]]:
     """Each split's rows, and which source column holds each of our columns (text columns, label)."""
     splits = ["train", *task.eval_splits]
-    if source.kind == "glue_folder" and task.glue:  # a GLUE task in the original download's layout
-        layout = task.glue
+    # A GLUE task's folder has the original download's file names and columns; everything else
+    # names its columns like the hub, or as data.text_columns / label_column say.
+    layout = task.glue if source.kind == "glue_folder" else None
+    if layout:
+        if config.data.text_columns or config.data.label_column != "label":
+            raise ConfigError("data.text_columns / data.label_column: a GLUE-format folder has the task's own columns; "
+                              "leave them out, or name your files with data.train_file and data.validation_file")
         columns = dict(layout.columns)
-        files = {split: Path(source.location) / layout.files[split] for split in splits}
-        tables = {split: _read_folder_file(path, files, columns.values(), layout.headerless_names) for split, path in files.items()}
-        return _checked(tables, columns, task, fix=f"is this the {layout.folder} file of the original GLUE download?"), columns
+    else:
+        names = config.data.text_columns or task.text_columns
+        columns = {**dict(zip(task.text_columns, names)), "label": config.data.label_column}
 
-    # Everything else names its columns like the hub, or as data.text_columns / label_column say.
-    names = config.data.text_columns or task.text_columns
-    columns = {**dict(zip(task.text_columns, names)), "label": config.data.label_column}
-    if source.kind == "files":
-        tables = {split: read_table(path, columns.values()) for split, path in source.files.items()}
-    elif source.kind == "glue_folder":  # a custom task's folder: train.tsv and dev.tsv, each with a header
-        files = {split: Path(source.location) / GLUE_SPLIT_FILES[split] for split in splits}
-        tables = {split: _read_folder_file(path, files, columns.values()) for split, path in files.items()}
+    if source.kind == "glue_folder":  # a custom task's folder: train.tsv and dev.tsv, each with a header line
+        file_names = layout.files if layout else GLUE_SPLIT_FILES
+        files = {split: Path(source.location) / file_names[split] for split in splits}
+        for path in files.values():
+            if not path.is_file():
+                needed = ", ".join(file.name for file in files.values())
+                raise ConfigError(f"data.path: {path} is missing; this GLUE-format {task.name} folder needs {needed}")
+        tables = {split: read_table(path, list(columns.values()), layout and layout.headerless_names) for split, path in files.items()}
+    elif source.kind == "files":
+        tables = {split: read_table(path, list(columns.values())) for split, path in source.files.items()}
     elif source.kind == "builtin":
         tables = _builtin_tables(source.location)
     else:
         tables = _hub_tables(source, task, columns.values())
-    return _checked(tables, columns, task), columns
-
-
-def _read_folder_file(path: Path, files: dict[str, Path], keep, headerless_names=None) -> Table:
-    if not path.is_file():
-        needed = ", ".join(file.name for file in files.values())
-        raise ConfigError(f"data.path: {path} is missing; this GLUE-format folder needs {needed}")
-    return read_table(path, list(keep), headerless_names)
+    fix = f"is this the {layout.folder} file of the original GLUE download?" if layout else None
+    return _checked(tables, columns, task, fix), columns
 
 
 def _checked(tables: dict[str, Table], columns: dict[str, str], task: Task, fix: str | None = None) -> dict[str, Table]:
@@ -124,15 +125,16 @@ def _hub_tables(source: DataSource, task: Task, keep) -> dict[str, Table]:
             f"{str(err).splitlines()[0][:200]}; offline, give a local GLUE folder with --set data.path=... "
             "or data files with --set data.train_file=... --set data.validation_file=..."
         ) from None
+    name = source.location + (f" ({source.subset})" if source.subset else "")
     tables = {}
     for split in ["train", *task.eval_splits]:
         hub_split = task.hub_splits.get(split, split)
         if hub_split not in loaded:
-            raise ConfigError(f"data.path: {source.location} ({source.subset}) has no {hub_split} split (splits: {', '.join(loaded)})")
+            raise ConfigError(f"data.path: {name} has no {hub_split} split (splits: {', '.join(loaded)})")
         dataset = loaded[hub_split]
-        present = [name for name in keep if name in dataset.column_names]
-        tables[split] = Table(f"{source.location} ({source.subset}) {hub_split}", dataset.column_names,
-                              dataset.select_columns(present).to_dict(), num_rows=len(dataset))
+        present = [column for column in keep if column in dataset.column_names]
+        tables[split] = Table(f"{name} {hub_split}", dataset.column_names, dataset.select_columns(present).to_dict(),
+                              num_rows=len(dataset))
     return tables
 
 
@@ -183,9 +185,14 @@ def _label_text(value) -> str:
 
 
 def _label_ids(values: list, table: Table, task: Task) -> list[int]:
-    """Labels given by name (entailment) or by id (0, 1): names first, as the hub's GLUE script does."""
-    ids = {str(i): i for i in range(len(task.label_names))}
-    ids.update({name: i for i, name in enumerate(task.label_names)})
+    """Labels given by name (entailment) or by id (0, 1), as the hub's GLUE script reads them.
+
+    Where a label name is itself a number (star ratings 1..5), numbers are names only:
+    otherwise an unknown "0" would silently become the first label.
+    """
+    ids = {name: i for i, name in enumerate(task.label_names)}
+    if not any(re.fullmatch(r"-?\d+", name) for name in task.label_names):
+        ids.update({str(i): i for i in range(len(task.label_names))})
     labels = []
     for row, value in enumerate(values):
         label = ids.get(_label_text(value))
@@ -198,9 +205,9 @@ def _label_ids(values: list, table: Table, task: Task) -> list[int]:
 def _refuse_label(value, table: Table, row: int, task: Task):
     if not _label_text(value):
         raise ConfigError(f"{table.where(row)}: the label is empty; fill it in or remove the row")
-    choices = ", ".join(f"{i} {name}" for i, name in enumerate(task.label_names))
+    choices = ", ".join(f"{name} (id {i})" for i, name in enumerate(task.label_names))
     fix = "correct the row" + (", or list every label in data.label_names" if task.name == "custom" else "")
-    raise ConfigError(f"{table.where(row)}: label {value!r} is not one of task {task.name}'s labels ({choices}); {fix}")
+    raise ConfigError(f"{table.where(row)}: label {value!r} is not one of task {task.name}'s labels: {choices}; {fix}")
 
 
 def _score(value, table: Table, row: int, column: str, task: Task) -> float:

@@ -56,7 +56,7 @@ def label_outside_the_task(tmp_path):
     write_tsv(folder / "train.tsv", header, [["1", "1", "2", "He left.", "He went away."],
                                              ["2", "3", "4", "It rained.", "The sun shone."]], bom=True)
     write_tsv(folder / "dev.tsv", header, [["0", "5", "6", "Yes.", "No."]], bom=True)
-    return {"task": "mrpc", "data": {"path": str(folder)}}, ["train.tsv:3", "label '2'", "0 not_equivalent, 1 equivalent"]
+    return {"task": "mrpc", "data": {"path": str(folder)}}, ["train.tsv:3", "label '2'", "not_equivalent (id 0), equivalent (id 1)"]
 
 
 def non_numeric_score(tmp_path):

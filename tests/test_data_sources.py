@@ -239,6 +239,18 @@ def test_integer_labels_sort_as_numbers(tmp_path):
     raw = load_raw_dataset(config)
     assert config.data.label_names == ["1", "2", "10"]
     assert raw["train"]["label"] == [2, 1, 0, 1]
+    # Numbers that are names are never read as ids: 0 is no label here, not the first one.
+    config = validate_config(custom_files(tmp_path, ".jsonl", train=rows, validation=[{"text": "x", "stars": 0}],
+                                          label_column="stars"))
+    with pytest.raises(ConfigError, match=r"dev.jsonl:1: label 0 is not one of task custom's labels: 1 \(id 0\), 2 \(id 1\), 10 \(id 2\)"):
+        load_raw_dataset(config)
+
+
+def test_a_custom_task_reads_a_folder_of_tsv_files_with_headers(tmp_path):
+    write_tsv(tmp_path / "train.tsv", ["id", "review", "label"], [["1", "good", "pos"], ["2", "bad", "neg"]])
+    write_tsv(tmp_path / "dev.tsv", ["id", "review", "label"], [["3", "fine", "pos"]])
+    raw = load({"task": "custom", "data": {"path": str(tmp_path), "text_columns": ["review"]}})
+    assert raw["train"]["review"] == ["good", "bad"] and raw["validation"]["label"] == [1]
 
 
 def test_custom_regression_and_sentence_pairs(tmp_path):
