@@ -210,9 +210,11 @@ class Config(Section):
             raise ValueError("data.validation_mismatched_file: only for task mnli (its second dev set)")
 
     def check_search_metric(self) -> None:
+        """Also called once a custom task's labels are read from the data (f1 needs two)."""
         metrics = self.task_spec().reported_metrics
         if self.search.metric is not None and self.search.metric not in metrics:
-            raise ValueError(f"search.metric: {self.search.metric!r} is not a metric of task {self.task}; use one of {', '.join(metrics)}")
+            # A ConfigError, not a ValueError: raised outside validation too (pydantic wraps both).
+            raise ConfigError(f"search.metric: {self.search.metric!r} is not a metric of task {self.task}; use one of {', '.join(metrics)}")
 
     def task_spec(self) -> Task:
         if self.task == "custom":

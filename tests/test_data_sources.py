@@ -253,6 +253,14 @@ def test_a_custom_task_reads_a_folder_of_tsv_files_with_headers(tmp_path):
     assert raw["train"]["review"] == ["good", "bad"] and raw["validation"]["label"] == [1]
 
 
+def test_f1_is_refused_once_the_data_shows_three_labels(tmp_path):
+    rows = [{"text": f"row {i}", "label": name} for i, name in enumerate(["a", "b", "c"])]
+    raw_config = {**custom_files(tmp_path, ".csv", train=rows, validation=rows), "search": {"metric": "f1"}}
+    config = validate_config(raw_config)  # valid until the labels are known
+    with pytest.raises(ConfigError, match="search.metric: 'f1' is not a metric of task custom; use one of accuracy"):
+        load_raw_dataset(config)
+
+
 def test_custom_regression_and_sentence_pairs(tmp_path):
     rows = [{"a": "A man plays.", "b": "Someone plays.", "score": s} for s in (4.5, 1, "2.25")]
     raw = load(custom_files(tmp_path, ".csv", train=rows, validation=rows, text_columns=["a", "b"],
