@@ -33,16 +33,32 @@ class ModelSection(Section):
 
 
 class DataSection(Section):
-    # A hub id, a local GLUE-format folder (train.tsv, dev.tsv), or builtin:<name>.
-    path: str = GLUE_HUB_ID
+    # Where the data comes from: either data.path (a hub id, a local GLUE-format folder, or
+    # builtin:<name>; default: the task's GLUE data on the hub, nyu-mll/glue) or local files
+    # named per split (CSV, TSV, JSON Lines or Parquet, by their suffix).
+    path: str | None = None
     subset: str | None = None  # hub config name; defaults to the task's
+    train_file: str | None = None
+    validation_file: str | None = None
+    validation_mismatched_file: str | None = None  # mnli only: the mismatched dev set
+    test_file: str | None = None  # optional: checked and tokenized with the rest; the search never uses it
     max_length: int = Field(128, gt=0, le=8192)
     max_train_samples: int | None = Field(None, gt=0)
     max_eval_samples: int | None = Field(None, gt=0)
-    # Only for `task: custom`: which columns hold the text(s), and the label names
-    # in id order.
+    # The columns of the data that hold the text(s) and the label. Default: the task's
+    # (GLUE: the hub's names, e.g. premise/hypothesis for mnli); task custom names its own.
     text_columns: list[str] | None = None
+    label_column: str = "label"
+    # task custom only: the label names in id order (default: the labels found in the
+    # training data, sorted), or regression: true for one numeric score per example.
     label_names: list[str] | None = None
+    regression: bool = False
+
+    def files(self) -> dict[str, str]:
+        """The local files given, by split."""
+        named = {"train": self.train_file, "validation": self.validation_file,
+                 "validation_mismatched": self.validation_mismatched_file, "test": self.test_file}
+        return {split: path for split, path in named.items() if path is not None}
 
 
 class TrainSection(Section):
@@ -171,19 +187,54 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _check_task_needs(self) -> "Config":
+        data = self.data
         if self.task == "custom":
-            if not self.data.text_columns or len(self.data.text_columns) > 2:
+            if not data.text_columns or len(data.text_columns) > 2:
                 raise ValueError("data.text_columns: task custom needs one or two text column names")
-            if not self.data.label_names or len(self.data.label_names) < 2:
-                raise ValueError("data.label_names: task custom needs the label names in id order (at least two)")
-        metrics = self.task_spec().metric_names
-        if self.search.metric is not None and self.search.metric not in metrics:
-            raise ValueError(f"search.metric: {self.search.metric!r} is not a metric of task {self.task}; use one of {', '.join(metrics)}")
+            if data.label_names is not None and data.regression:
+                raise ValueError("data.label_names: a regression task has no label names; drop one of data.label_names and data.regression")
+            if data.label_names is not None and (len(data.label_names) < 2 or len(set(data.label_names)) != len(data.label_names)):
+                raise ValueError("data.label_names: give two or more different names, in id order (or leave it out to take them from the data)")
+            if data.path is None and not data.files():
+                raise ValueError("data: task custom needs its data: data.train_file and data.validation_file, or data.path")
+        else:
+            task = self.task_spec()
+            for key in ("label_names", "regression"):
+                if getattr(data, key) not in (None, False):
+                    raise ValueError(f"data.{key}: only for task custom; task {self.task} has its own labels")
+            if data.text_columns is not None and len(data.text_columns) != len(task.text_columns):
+                raise ValueError(
+                    f"data.text_columns: task {self.task} reads {len(task.text_columns)} text column(s) "
+                    f"({', '.join(task.text_columns)}); name as many"
+                )
+        self._check_files()
+        self.check_search_metric()
         return self
+
+    def _check_files(self) -> None:
+        data, files = self.data, self.data.files()
+        if not files:
+            return
+        if data.path not in (None, GLUE_HUB_ID):  # the hub's GLUE copy is the default that files replace
+            raise ValueError(f"data: give either data.path ({data.path}) or data.train_file/validation_file, not both")
+        needed = ["train", *self.task_spec().eval_splits]
+        missing = [f"data.{split}_file" for split in needed if split not in files]
+        if missing:
+            wanted = ", ".join(f"data.{split}_file" for split in needed)
+            raise ValueError(f"{missing[0]}: missing; with local files, task {self.task} needs {wanted}")
+        if "validation_mismatched" in files and "validation_mismatched" not in needed:
+            raise ValueError("data.validation_mismatched_file: only for task mnli (its second dev set)")
+
+    def check_search_metric(self) -> None:
+        """Also called once a custom task's labels are read from the data (f1 needs two)."""
+        metrics = self.task_spec().reported_metrics
+        if self.search.metric is not None and self.search.metric not in metrics:
+            # A ConfigError, not a ValueError: raised outside validation too (pydantic wraps both).
+            raise ConfigError(f"search.metric: {self.search.metric!r} is not a metric of task {self.task}; use one of {', '.join(metrics)}")
 
     def task_spec(self) -> Task:
         if self.task == "custom":
-            return custom_task(self.data.text_columns or [], self.data.label_names or [])
+            return custom_task(self.data.text_columns or [], self.data.label_names, self.data.regression)
         return get_glue_task(self.task)
 
     @property

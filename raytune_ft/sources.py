@@ -1,8 +1,8 @@
 """Where the model and the data come from: a hub id, a local folder, or a packaged copy.
 
 Users with network name hub ids (bert-base-uncased, nyu-mll/glue). Offline machines need
-local sources to be first-class, so every path goes through here and is checked before
-anything slow starts.
+local sources to be first-class (a model folder, a GLUE-format folder, data files), so
+every path goes through here and is checked before anything slow starts.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from raytune_ft.config import Config, ConfigError
+from raytune_ft.files import FORMATS, file_format
 from raytune_ft.tasks import GLUE_HUB_ID
 
 PACKAGE_PREFIX = "pkg:"
@@ -49,27 +50,45 @@ def resolve_model_path(name_or_path: str) -> str:
 
 @dataclass(frozen=True)
 class DataSource:
-    kind: str  # "hub" | "glue_folder" | "builtin"
-    location: str  # hub id, absolute folder, or builtin name
+    kind: str  # "hub" | "glue_folder" | "builtin" | "files"
+    location: str  # hub id, absolute folder, builtin name, or the training file
     subset: str | None = None
+    files: dict[str, Path] = field(default_factory=dict)  # kind "files": split -> absolute path
 
 
 def resolve_data_source(config: Config) -> DataSource:
     task = config.task_spec()
-    raw_path = config.data.path
+    if config.data.files():
+        files = {split: _existing_data_file(split, raw) for split, raw in config.data.files().items()}
+        return DataSource("files", str(files["train"]), files=files)
+    raw_path = config.data.path or GLUE_HUB_ID
     if raw_path.startswith(BUILTIN_PREFIX):
         return DataSource("builtin", raw_path[len(BUILTIN_PREFIX):])
     # The classic GLUE_DIR convention: a local GLUE download replaces the hub copy.
     glue_dir = os.environ.get("GLUE_DIR")
-    if raw_path == GLUE_HUB_ID and glue_dir and task.glue_folder:
-        raw_path = str(Path(glue_dir) / task.glue_folder)
+    if raw_path == GLUE_HUB_ID and glue_dir and task.glue:
+        raw_path = str(Path(glue_dir) / task.glue.folder)
         if not Path(raw_path).is_dir():
             raise ConfigError(f"GLUE_DIR is set, but {raw_path} does not exist; unset GLUE_DIR or point it at a GLUE download")
     path = Path(os.path.expandvars(raw_path)).expanduser()
     if path.is_dir():
         return DataSource("glue_folder", str(path.resolve()))
     if path.exists():
-        raise ConfigError(f"data.path: {path} is a file; give a folder with train.tsv and dev.tsv (GLUE layout)")
+        raise ConfigError(
+            f"data.path: {path} is a file; name data files with data.train_file and data.validation_file, "
+            "or give a folder in the GLUE layout (train.tsv, dev.tsv)"
+        )
     if not HUB_ID.match(raw_path):
         raise ConfigError(f"data.path: no such folder {path}; give a local GLUE folder, a hub id or builtin:paraphrase")
     return DataSource("hub", raw_path, config.data.subset or task.hub_subset)
+
+
+def _existing_data_file(split: str, raw_path: str) -> Path:
+    key = f"data.{split}_file"
+    path = Path(os.path.expandvars(raw_path)).expanduser()
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"{key}: {path} {what}; give the path of a CSV, TSV, JSON Lines or Parquet file")
+    if file_format(path) is None:
+        raise ConfigError(f"{key}: {path} has an unknown suffix {path.suffix!r}; use one of {', '.join(FORMATS)}")
+    return path.resolve()

@@ -2,8 +2,10 @@
 
 It reads top to bottom in the order things happen: data loaders, model, optimizer,
 learning-rate schedule, `accelerator.prepare`, then per epoch a training pass and an
-evaluation pass whose metrics are reported. The same function runs inside Ray Train
-workers (one trial of a search), alone (`raytune-ft train`), and under `accelerate launch`.
+evaluation pass per evaluation split (MNLI has two) whose metrics are reported. The same
+function runs inside Ray Train workers (one trial of a search), alone (`raytune-ft train`),
+and under `accelerate launch`. Classification and regression (STS-B) differ only in the
+model's head, the loss and what counts as a prediction.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from raytune_ft.data import load_tokenized
 from raytune_ft.metrics import GlueMetric
 from raytune_ft.reporting import EpochReporter
 from raytune_ft.sources import resolve_model_path
+from raytune_ft.tasks import EVAL_SUFFIXES
 
 
 class TrainingDiverged(RuntimeError):
@@ -56,18 +59,24 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     data_collator = DataCollatorWithPadding(tokenizer=tokenizer)
     train_dataloader = DataLoader(tokenized["train"], shuffle=True, batch_size=hp.batch_size, collate_fn=data_collator)
-    eval_dataloader = DataLoader(tokenized["validation"], batch_size=hp.eval_batch_size, collate_fn=data_collator)
+    # One per evaluation split: MNLI is scored on its matched and its mismatched dev set.
+    eval_dataloaders = [
+        DataLoader(tokenized[split], batch_size=hp.eval_batch_size, collate_fn=data_collator) for split in task.eval_splits
+    ]
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_path,
-        num_labels=task.num_labels,
-        id2label=dict(enumerate(task.label_names)),
-        label2id={name: i for i, name in enumerate(task.label_names)},
-    )
+    if task.is_regression:  # one output, MSE loss (STS-B)
+        labels = {"num_labels": 1, "problem_type": "regression"}
+    else:  # the label names travel with the model: an exported model says what it predicts
+        labels = {
+            "num_labels": task.num_labels,
+            "id2label": dict(enumerate(task.label_names)),
+            "label2id": {name: i for i, name in enumerate(task.label_names)},
+        }
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, **labels)
     optimizer = AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
 
-    train_dataloader, eval_dataloader, model, optimizer = accelerator.prepare(
-        train_dataloader, eval_dataloader, model, optimizer
+    train_dataloader, *eval_dataloaders, model, optimizer = accelerator.prepare(
+        train_dataloader, *eval_dataloaders, model, optimizer
     )
     # After prepare: each process sees its own shard, so this counts this process's steps.
     # The scheduler is deliberately not prepared: Accelerate's wrapper would step it once
@@ -113,26 +122,16 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
         loss_sum, samples = accelerator.reduce(loss_sum, "sum"), accelerator.reduce(samples, "sum")
 
         # --- evaluate ----------------------------------------------------------------
-        model.eval()
-        eval_losses = []
-        for batch in eval_dataloader:
-            with torch.no_grad():
-                outputs = model(**batch)
-            predictions = outputs.logits.argmax(dim=-1)
-            example_losses = F.cross_entropy(outputs.logits.float(), batch["labels"], reduction="none")
-            # gather_for_metrics drops the duplicates DDP pads the last batch with.
-            predictions, references, example_losses = accelerator.gather_for_metrics(
-                (predictions, batch["labels"], example_losses)
-            )
-            metric.add_batch(predictions=predictions, references=references)
-            eval_losses.append(example_losses)
-        eval_metric = metric.compute()
+        evaluated = {}
+        for split, eval_dataloader in zip(task.eval_splits, eval_dataloaders):
+            suffix = EVAL_SUFFIXES[split]  # "" for validation, "_mm" for MNLI mismatched
+            scores, eval_loss, count = evaluate_on(eval_dataloader, model, metric, accelerator, task.is_regression)
+            evaluated.update({f"eval_{name}{suffix}": value for name, value in scores.items()})
+            evaluated.update({f"eval_loss{suffix}": eval_loss, f"examples_evaluated{suffix}": count})
 
         metrics = {
             "epoch": epoch,
-            **{f"eval_{name}": value for name, value in eval_metric.items()},
-            "eval_loss": torch.cat(eval_losses).mean().item(),
-            "examples_evaluated": sum(len(losses) for losses in eval_losses),
+            **evaluated,
             "train_loss": (loss_sum / samples).item(),
             "learning_rate": hp.learning_rate,  # the trial's (peak) learning rate
             "last_learning_rate": lr_scheduler.get_last_lr()[0],  # where the schedule is now
@@ -159,6 +158,29 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
             reporter.report(metrics, saved)
     progress_bar.close()
     accelerator.end_training()
+
+
+def evaluate_on(dataloader, model, metric: GlueMetric, accelerator: Accelerator, is_regression: bool) -> tuple[dict, float, int]:
+    """One pass over an evaluation set: (the task's metrics, mean loss, examples seen)."""
+    model.eval()
+    losses = []
+    for batch in dataloader:
+        with torch.no_grad():
+            outputs = model(**batch)
+        if is_regression:
+            predictions = outputs.logits.squeeze(-1)
+            example_losses = F.mse_loss(predictions.float(), batch["labels"].float(), reduction="none")
+        else:
+            predictions = outputs.logits.argmax(dim=-1)
+            example_losses = F.cross_entropy(outputs.logits.float(), batch["labels"], reduction="none")
+        # gather_for_metrics drops the duplicates DDP pads the last batch with.
+        predictions, references, example_losses = accelerator.gather_for_metrics(
+            (predictions, batch["labels"], example_losses)
+        )
+        metric.add_batch(predictions=predictions, references=references)
+        losses.append(example_losses)
+    losses = torch.cat(losses)
+    return metric.compute(), losses.mean().item(), len(losses)
 
 
 def _open_tokenized(handle):

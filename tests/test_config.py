@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from raytune_ft.cli import main
 from raytune_ft.config import ConfigError, load_config, validate_config
+from raytune_ft.tasks import GLUE_TASKS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +40,14 @@ def test_unknown_key_suggests_the_right_one():
         ({"search": {"metric": "matthews"}}, "search.metric"),
         ({"resources": {"num_workers": 0}}, "resources.num_workers"),
         ({"task": "squad"}, "task"),
+        ({"task": "stsb", "search": {"metric": "accuracy"}}, "search.metric"),
+        ({"task": "mrpc", "data": {"label_names": ["no", "yes"]}}, "data.label_names"),
+        ({"task": "qnli", "data": {"text_columns": ["question"]}}, "data.text_columns"),
+        ({"task": "custom", "data": {"text_columns": ["text"]}}, "data.train_file"),
+        ({"task": "custom", "data": {"text_columns": ["text"], "train_file": "t.csv"}}, "data.validation_file"),
+        ({"task": "custom", "data": {"text_columns": ["t"], "regression": True, "label_names": ["a", "b"]}}, "data.label_names"),
+        ({"task": "mrpc", "data": {"train_file": "t.csv", "validation_file": "d.csv",
+                                   "validation_mismatched_file": "m.csv"}}, "data.validation_mismatched_file"),
     ],
 )
 def test_impossible_values_name_their_field(raw, field):
@@ -48,6 +57,18 @@ def test_impossible_values_name_their_field(raw, field):
 def test_every_shipped_config_is_valid():
     for path in sorted((REPO_ROOT / "configs").glob("*.yaml")):
         load_config(path)
+
+
+def test_every_glue_task_ships_a_config_for_its_hub_data():
+    for name, task in GLUE_TASKS.items():
+        config = load_config(REPO_ROOT / "configs" / f"{name}.yaml")
+        assert (config.task, config.data.path, config.data.subset) == (name, "nyu-mll/glue", task.hub_subset)
+        assert config.metric == task.main_metric
+
+
+def test_mnli_can_search_on_its_mismatched_dev_set():
+    config = validate_config({"task": "mnli", "search": {"metric": "accuracy_mm"}})
+    assert config.task_spec().reported_metrics == ("accuracy", "accuracy_mm")
 
 
 def test_set_overrides_are_read_as_yaml(tmp_path):

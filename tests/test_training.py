@@ -98,3 +98,64 @@ def test_same_loop_trains_data_parallel_with_two_processes(tmp_path, tiny_bert_d
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all(r["num_processes"] == 2 for r in rows)
     assert all((r["examples_trained"], r["examples_evaluated"]) == (64, 32) for r in rows)
+
+
+class ConfigReporter:
+    """Keeps each epoch's metrics and the saved model's config.json."""
+
+    def __init__(self):
+        self.epochs, self.model_config = [], None
+
+    def report(self, metrics, checkpoint_dir):
+        self.epochs.append(metrics)
+        if checkpoint_dir:
+            self.model_config = json.loads((Path(checkpoint_dir) / "config.json").read_text())
+
+
+def test_the_loop_trains_regression_and_evaluates_both_mnli_dev_sets(tmp_path, tiny_bert_dir):
+    """STS-B (one score, MSE) and MNLI (3 labels, matched + mismatched) from GLUE-layout folders.
+
+    The raw files are deleted before training: the loop reads only the tokenized data."""
+    from test_data_sources import MNLI_DEV_HEADER, MNLI_TRAIN_HEADER, STSB_HEADER, mnli_row, write_tsv
+
+    words = ["cat", "dog", "car", "tree", "house", "river"]
+
+    def stsb_row(i):
+        return [str(i), "main-captions", "MSRvid", "2012", f"{i:04}", "none", "none",
+                f"A {words[i % 6]} is here.", f"A {words[(i * 5) % 6]} is there.", f"{(i % 6) * 0.8:.3f}"]
+
+    def nli(i, dev):
+        labels = ["entailment", "neutral", "contradiction"]
+        return mnli_row(i, f"The {words[i % 6]} sleeps.", f"A {words[i % 4]} rests.", labels[i % 3], dev)
+
+    stsb, mnli = tmp_path / "STS-B", tmp_path / "MNLI"
+    stsb.mkdir(), mnli.mkdir()
+    write_tsv(stsb / "train.tsv", STSB_HEADER, [stsb_row(i) for i in range(24)])
+    write_tsv(stsb / "dev.tsv", STSB_HEADER, [stsb_row(i) for i in range(24, 34)])
+    write_tsv(mnli / "train.tsv", MNLI_TRAIN_HEADER, [nli(i, False) for i in range(24)])
+    write_tsv(mnli / "dev_matched.tsv", MNLI_DEV_HEADER, [nli(i, True) for i in range(10)])
+    write_tsv(mnli / "dev_mismatched.tsv", MNLI_DEV_HEADER, [nli(i, True) for i in range(7)])
+
+    results = {}
+    for task, folder in (("stsb", stsb), ("mnli", mnli)):
+        config = validate_config({"task": task, "model": {"name_or_path": str(tiny_bert_dir)},
+                                  "data": {"path": str(folder), "max_length": 32},
+                                  "train": {"num_epochs": 1, "batch_size": 8, "learning_rate": 1e-3}})
+        data_path, _ = prepare_tokenized_data(config)
+        for tsv in folder.iterdir():
+            tsv.unlink()
+        reporter = ConfigReporter()
+        training_function({"config": config.model_dump(), "data": str(data_path), "progress_bar": False}, reporter)
+        results[task] = reporter
+
+    stsb_metrics = results["stsb"].epochs[0]
+    assert {"eval_pearson", "eval_spearmanr", "eval_loss"} <= set(stsb_metrics)
+    assert -1 <= stsb_metrics["eval_pearson"] <= 1 and stsb_metrics["eval_loss"] > 0  # MSE of scores
+    assert stsb_metrics["examples_evaluated"] == 10
+    assert results["stsb"].model_config["problem_type"] == "regression"
+    assert len(results["stsb"].model_config["id2label"]) == 1
+
+    mnli_metrics = results["mnli"].epochs[0]
+    assert {"eval_accuracy", "eval_loss", "eval_accuracy_mm", "eval_loss_mm"} <= set(mnli_metrics)
+    assert (mnli_metrics["examples_evaluated"], mnli_metrics["examples_evaluated_mm"]) == (10, 7)
+    assert results["mnli"].model_config["id2label"] == {"0": "entailment", "1": "neutral", "2": "contradiction"}
