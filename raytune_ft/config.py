@@ -85,12 +85,30 @@ SEARCHABLE = ("learning_rate", "num_epochs", "warmup_ratio", "batch_size", "weig
 class SearchSection(Section):
     space: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
     num_samples: int = Field(8, ge=1)
-    metric: str | None = None  # default: the task's main metric
+    metric: str | None = None  # default: the task's main metric; "loss" (eval_loss, with mode min) also works
     mode: Literal["max", "min"] = "max"
     scheduler: Literal["fifo", "asha"] = "asha"
     grace_period: int = Field(1, ge=1)  # ASHA: epochs every trial gets before it can be stopped
     reduction_factor: float = Field(2, gt=1)  # ASHA: keep 1/reduction_factor at each rung
+    # Optuna (TPE): the same seed gives the same suggestions for the same results.
     seed: int = 0
+    multivariate: bool = False  # model the searched hyperparameters jointly, not one by one
+    n_startup_trials: int = Field(10, ge=0)  # random suggestions before TPE takes over (Optuna's default)
+    # Points tried first. null: the config's own train.* values (when inside the space);
+    # []: none; or a list like [{learning_rate: 5.0e-5, num_epochs: 3}] (keys left out
+    # take the train.* value).
+    points_to_evaluate: list[dict[str, Any]] | None = None
+
+    @model_validator(mode="after")
+    def _check_points(self) -> "SearchSection":
+        for index, point in enumerate(self.points_to_evaluate or []):
+            for key, value in point.items():
+                where = f"search.points_to_evaluate[{index}].{key}"
+                if key not in self.space:
+                    raise ValueError(f"{where}: not a searched key; searched: {', '.join(self.space) or 'none'}")
+                if not inside_space(self.space[key], value):
+                    raise ValueError(f"{where}: {value!r} is outside its search space {self.space[key]}")
+        return self
 
     @field_validator("space")
     @classmethod
@@ -126,6 +144,16 @@ class SearchSection(Section):
             for value in (low, last):
                 _check_train_value(key, value, f"search.space.{key}.{sampler}")
         return space
+
+
+def inside_space(spec: dict[str, list[Any]], value: Any) -> bool:
+    """Whether a value can be drawn from one searched key's sampler."""
+    sampler, args = next(iter(spec.items()))
+    if sampler == "choice":
+        return value in args
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return args[0] <= value < args[1] if sampler == "randint" else args[0] <= value <= args[1]
 
 
 def _check_train_value(key: str, value: Any, where: str) -> None:
@@ -208,6 +236,7 @@ class Config(Section):
                     f"({', '.join(task.text_columns)}); name as many"
                 )
         self._check_files()
+        self._check_points_to_evaluate()
         self.check_search_metric()
         return self
 
@@ -225,9 +254,20 @@ class Config(Section):
         if "validation_mismatched" in files and "validation_mismatched" not in needed:
             raise ValueError("data.validation_mismatched_file: only for task mnli (its second dev set)")
 
+    def _check_points_to_evaluate(self) -> None:
+        """A point may leave keys out; they take the train.* value, which must be in the space."""
+        for index, point in enumerate(self.search.points_to_evaluate or []):
+            for key in self.search.space.keys() - point.keys():
+                if not inside_space(self.search.space[key], getattr(self.train, key)):
+                    raise ValueError(
+                        f"search.points_to_evaluate[{index}]: give {key}; train.{key}={getattr(self.train, key)!r} "
+                        "is outside its search space"
+                    )
+
     def check_search_metric(self) -> None:
         """Also called once a custom task's labels are read from the data (f1 needs two)."""
-        metrics = self.task_spec().reported_metrics
+        # "loss" is eval_loss (search with mode min): continuous where accuracies tie.
+        metrics = (*self.task_spec().reported_metrics, "loss")
         if self.search.metric is not None and self.search.metric not in metrics:
             # A ConfigError, not a ValueError: raised outside validation too (pydantic wraps both).
             raise ConfigError(f"search.metric: {self.search.metric!r} is not a metric of task {self.task}; use one of {', '.join(metrics)}")

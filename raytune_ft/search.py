@@ -29,7 +29,7 @@ from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
 from raytune_ft.cluster import check_storage_is_shared, driver_resources, storage_root
-from raytune_ft.config import Config, ConfigError
+from raytune_ft.config import Config, ConfigError, inside_space
 from raytune_ft.data import load_tokenized, prepare_tokenized_data
 from raytune_ft.progress import SearchProgress
 from raytune_ft.reporting import RayTrainReporter
@@ -64,18 +64,15 @@ def build_param_space(config: Config) -> dict:
     return {key: samplers[name](args) for key, spec in config.search.space.items() for name, args in spec.items()}
 
 
-def starting_point(config: Config) -> dict | None:
-    """The config's own train.* values, evaluated first, when the space contains them."""
-    point = {}
-    for key, spec in config.search.space.items():
-        (sampler, args), value = next(iter(spec.items())), getattr(config.train, key)
-        inside = value in args if sampler == "choice" else (
-            args[0] <= value < args[1] if sampler == "randint" else args[0] <= value <= args[1]
-        )
-        if not inside:
-            return None
-        point[key] = value
-    return point or None
+def points_to_evaluate(config: Config) -> list[dict]:
+    """The points tried first: the config's list (completed with train.* values), or else
+    the config's own train.* values when the space holds them."""
+    defaults = {key: getattr(config.train, key) for key in config.search.space}
+    if config.search.points_to_evaluate is not None:
+        return [{**defaults, **point} for point in config.search.points_to_evaluate]
+    if not all(inside_space(config.search.space[key], value) for key, value in defaults.items()):
+        return []
+    return [defaults] if defaults else []
 
 
 def max_epochs(config: Config) -> int:
@@ -101,9 +98,13 @@ def build_scheduler(config: Config):
 def build_search_algorithm(config: Config) -> OptunaSearch | None:
     if not config.search.space:
         return None  # nothing to search: num_samples repeats of the fixed train values
-    point = starting_point(config)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" in our output
-    return OptunaSearch(points_to_evaluate=[point] if point else None, seed=config.search.seed)
+    sampler = optuna.samplers.TPESampler(
+        seed=config.search.seed,
+        multivariate=config.search.multivariate,
+        n_startup_trials=config.search.n_startup_trials,
+    )
+    return OptunaSearch(points_to_evaluate=points_to_evaluate(config) or None, sampler=sampler)
 
 
 # ---------------------------------------------------------------------------------------

@@ -3,32 +3,22 @@
 The two-node test starts its own Ray cluster on this machine (`ray start --head` and a
 second `ray start --address=...`, each with one CPU and a resource naming the node), runs a
 small search against it with --address, and stops exactly the processes it started, even
-when it fails. It never runs `ray stop`, which would end every Ray process on the machine.
+when it fails. It never runs `ray stop`, which would end every Ray process on the machine (tests/ray_cluster.py).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from conftest import REPO_ROOT, quick_config
 from raytune_ft.cli import main
-
-RAY = [sys.executable, "-m", "ray.scripts.scripts"]
+from ray_cluster import local_cluster
 
 
 def test_cluster_yaml_passes_rays_launcher_validation():
@@ -53,66 +43,10 @@ def test_cluster_yaml_validation_really_rejects_mistakes():
         validate_config(prepare_config(config))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def processes_of(temp_dir: str) -> list[psutil.Process]:
-    """Every process of the cluster rooted at temp_dir: those naming it, and their children."""
-    roots = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(temp_dir in part for part in proc.info["cmdline"] or []):
-                roots.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    found = {p.pid: p for p in roots}
-    for proc in roots:
-        try:
-            found.update({child.pid: child for child in proc.children(recursive=True)})
-        except psutil.NoSuchProcess:
-            continue
-    return list(found.values())
-
-
-def stop_cluster(temp_dir: str) -> None:
-    procs = processes_of(temp_dir)
-    for proc in procs:
-        try:
-            proc.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=15)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-
-
 @pytest.fixture(scope="module")
 def two_node_cluster():
-    # Short path: Ray's unix sockets live under the temp dir and must stay under 108 bytes.
-    temp_dir = tempfile.mkdtemp(prefix="rtft-", dir="/tmp")
-    port = free_port()
-    common = ["--num-cpus=1", "--num-gpus=0", "--object-store-memory=150000000", "--disable-usage-stats"]
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
-    try:
-        subprocess.run(
-            [*RAY, "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}", '--resources={"node_a": 1, "head": 1}',
-             "--include-dashboard=true", "--dashboard-port=0", *common],
-            check=True, capture_output=True, text=True, timeout=120, env=env,
-        )
-        subprocess.run(
-            [*RAY, "start", f"--address=127.0.0.1:{port}", '--resources={"node_b": 1}', *common],
-            check=True, capture_output=True, text=True, timeout=120, env=env,
-        )
-        yield f"127.0.0.1:{port}"
-    finally:
-        stop_cluster(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with local_cluster([{"node_a": 1, "head": 1}, {"node_b": 1}]) as cluster:
+        yield cluster.address
 
 
 def test_search_spreads_trials_over_both_nodes_into_shared_storage(two_node_cluster, tiny_bert_dir, tmp_path):

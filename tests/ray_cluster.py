@@ -1,0 +1,91 @@
+"""A real Ray cluster on this machine for tests: `ray start --head` plus more nodes.
+
+It stops exactly the processes it started, even when a test fails. It never runs
+`ray stop`, which would end every Ray process on the machine (other searches included).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psutil
+
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]
+
+
+@dataclass
+class LocalCluster:
+    address: str  # host:port of the GCS, for --address
+    dashboard_url: str  # for Ray's state API
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def processes_of(temp_dir: str) -> list[psutil.Process]:
+    """Every process of the cluster rooted at temp_dir: those naming it, and their children."""
+    roots = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp_dir in part for part in proc.info["cmdline"] or []):
+                roots.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    found = {p.pid: p for p in roots}
+    for proc in roots:
+        try:
+            found.update({child.pid: child for child in proc.children(recursive=True)})
+        except psutil.NoSuchProcess:
+            continue
+    return list(found.values())
+
+
+def stop_processes(procs: list[psutil.Process]) -> None:
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@contextmanager
+def local_cluster(node_resources: list[dict], cpus_per_node: int = 1):
+    """Start one Ray node per entry of node_resources (the first is the head); yield a LocalCluster."""
+    # Short path: Ray's unix sockets live under the temp dir and must stay under 108 bytes.
+    temp_dir = tempfile.mkdtemp(prefix="rtft-", dir="/tmp")
+    port, dashboard_port = free_port(), free_port()
+    common = [f"--num-cpus={cpus_per_node}", "--num-gpus=0", "--object-store-memory=150000000", "--disable-usage-stats"]
+    try:
+        head, *others = node_resources
+        subprocess.run(
+            [*RAY, "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}", f"--resources={json.dumps(head)}",
+             "--include-dashboard=true", f"--dashboard-port={dashboard_port}", *common],
+            check=True, capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+        )
+        for resources in others:
+            subprocess.run(
+                [*RAY, "start", f"--address=127.0.0.1:{port}", f"--resources={json.dumps(resources)}", *common],
+                check=True, capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+            )
+        yield LocalCluster(address=f"127.0.0.1:{port}", dashboard_url=f"http://127.0.0.1:{dashboard_port}")
+    finally:
+        stop_processes(processes_of(temp_dir))
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -1,0 +1,94 @@
+"""Early stopping really stops: trials that ASHA ends free their Ray Train workers and
+placement groups while the search goes on, and nothing is left when it ends."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from ray.util.state import list_actors, list_placement_groups
+
+from conftest import quick_config
+from raytune_ft.cli import main
+from ray_cluster import local_cluster
+
+
+class ClusterWatcher(threading.Thread):
+    """Polls Ray's state API during a search: the most Train workers and placement groups alive at once."""
+
+    def __init__(self, dashboard_url: str):
+        super().__init__(daemon=True)
+        self.url = dashboard_url
+        self.max_workers = 0
+        self.max_groups = 0
+        self.samples = 0
+        self.done = threading.Event()
+
+    def alive(self) -> tuple[int, int]:
+        workers = list_actors(address=self.url, filters=[("state", "=", "ALIVE"), ("class_name", "=", "RayTrainWorker")], raise_on_missing_output=False)
+        groups = list_placement_groups(address=self.url, filters=[("state", "=", "CREATED")], raise_on_missing_output=False)
+        return len(workers), len(groups)
+
+    def run(self):
+        while not self.done.is_set():
+            try:
+                workers, groups = self.alive()
+                self.max_workers, self.max_groups = max(self.max_workers, workers), max(self.max_groups, groups)
+                self.samples += 1
+            except Exception:  # the dashboard may be briefly busy; the next poll counts
+                pass
+            self.done.wait(0.5)
+
+
+@pytest.fixture(scope="module")
+def asha_search(tiny_bert_dir, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("asha")
+    raw = quick_config(
+        tiny_bert_dir,
+        train={"num_epochs": 3},
+        search={
+            # A wide learning-rate range gives clearly different eval losses (accuracy of a
+            # tiny random model ties at chance, and ASHA stops no trial on a tie).
+            "space": {"learning_rate": {"loguniform": [1e-6, 3e-3]}},
+            "num_samples": 6, "scheduler": "asha", "grace_period": 1, "reduction_factor": 2,
+            "metric": "loss", "mode": "min", "seed": 0,
+        },
+        output={"dir": str(tmp_path / "runs"), "name": "asha", "keep_checkpoints": False},
+    )
+    config_path = tmp_path / "asha.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    with local_cluster([{"head": 1}], cpus_per_node=2) as cluster:
+        watcher = ClusterWatcher(cluster.dashboard_url)
+        watcher.start()
+        result = CliRunner().invoke(main, ["search", str(config_path), "--address", cluster.address])
+        watcher.done.set()
+        watcher.join()
+        after = watcher.alive()
+    rows = [json.loads(line) for line in (tmp_path / "runs" / "asha" / "epochs.jsonl").read_text().splitlines()]
+    return result, rows, watcher, after
+
+
+def test_asha_stops_some_trials_and_the_search_finishes(asha_search):
+    result, rows, _, _ = asha_search
+    assert result.exit_code == 0, result.output
+    epochs = {}
+    for row in rows:
+        epochs[row["trial_id"]] = max(epochs.get(row["trial_id"], 0), row["epoch"])
+    assert len(epochs) == 6
+    assert min(epochs.values()) < 3, f"ASHA stopped no trial: {epochs}"
+    assert max(epochs.values()) == 3
+
+
+def test_stopped_trials_free_their_workers_and_placement_groups(asha_search):
+    _, _, watcher, after = asha_search
+    assert watcher.samples > 10
+    # 2 CPUs, 1 worker per trial: never more than 2 Train workers alive at once, and never
+    # more than 2 trials' placement groups (a driver's and its Train workers') at once.
+    assert watcher.max_workers <= 2
+    assert watcher.max_groups <= 4
+    # And once the search is over, nothing of it is left on the cluster.
+    assert after == (0, 0)
