@@ -213,7 +213,7 @@ class RunFolderLog(tune.Callback):
 
 
 REPORTED_KEYS = (
-    "learning_rate", "last_learning_rate", "examples_trained", "examples_evaluated", "examples_evaluated_mm", "epoch_seconds", "node_id", "device", "num_processes", "checkpoint_path",
+    "learning_rate", "last_learning_rate", "examples_trained", "examples_trained_per_process", "examples_evaluated", "examples_evaluated_mm", "epoch_seconds", "node_id", "device", "num_processes", "checkpoint_path",
 )
 
 

@@ -1,0 +1,78 @@
+"""A configuration that cannot train ends as a failed trial with its reason; the search goes on."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from conftest import quick_config
+from raytune_ft.cli import main
+from raytune_ft.config import validate_config
+from raytune_ft.data import prepare_tokenized_data
+from raytune_ft.training import DivergenceGuard, TrainingDiverged, training_function
+
+
+class Ignore:
+    def report(self, metrics, checkpoint_dir):
+        pass
+
+
+def test_guard_passes_a_loss_that_falls_and_noise_around_it():
+    guard = DivergenceGuard(learning_rate=5e-5)
+    for step in range(200):
+        guard.check(0.7 * math.exp(-step / 50) + 0.05 * (step % 3), epoch=1)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_guard_stops_a_non_finite_loss(bad):
+    guard = DivergenceGuard(learning_rate=1.0)
+    guard.check(0.69, epoch=1)
+    with pytest.raises(TrainingDiverged, match="training loss is"):
+        guard.check(bad, epoch=1)
+
+
+def test_guard_stops_a_loss_that_blows_up_without_nan():
+    guard = DivergenceGuard(learning_rate=1.0)
+    guard.check(0.69, epoch=1)
+    with pytest.raises(TrainingDiverged, match="diverged at epoch 2"):
+        for _ in range(DivergenceGuard.WINDOW):
+            guard.check(40.0, epoch=2)
+
+
+def test_the_loop_with_learning_rate_1_diverges(tiny_bert_dir):
+    config = validate_config(quick_config(tiny_bert_dir, train={"learning_rate": 1.0, "batch_size": 4},
+                                          output={"keep_checkpoints": False}))
+    data_path, _ = prepare_tokenized_data(config)
+    with pytest.raises(TrainingDiverged, match="learning_rate=1"):
+        training_function({"config": config.model_dump(), "data": str(data_path), "progress_bar": False}, Ignore())
+
+
+def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(tiny_bert_dir, tmp_path):
+    raw = quick_config(
+        tiny_bert_dir,
+        train={"batch_size": 4},
+        search={
+            "space": {"learning_rate": {"loguniform": [1e-4, 2.0]}},
+            "points_to_evaluate": [{"learning_rate": 1.0}, {"learning_rate": 1e-3}],
+            "num_samples": 2, "scheduler": "fifo", "metric": "accuracy",
+        },
+        output={"dir": str(tmp_path / "runs"), "name": "diverge", "keep_checkpoints": False},
+    )
+    config_path = tmp_path / "diverge.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(main, ["search", str(config_path)])
+    assert result.exit_code == 0, result.output  # one trial worked: the search succeeded
+
+    run_dir = tmp_path / "runs" / "diverge"
+    events = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
+    ended = {e["trial_id"]: e for e in events if e["event"] != "started"}
+    lr_of = {e["trial_id"]: e["config"]["learning_rate"] for e in events if e["event"] == "started"}
+    by_lr = {lr_of[trial_id]: event for trial_id, event in ended.items()}
+    assert by_lr[1.0]["event"] == "failed" and "diverged" in json.dumps(by_lr[1.0])
+    assert by_lr[1e-3]["event"] == "finished"
+    best = json.loads((run_dir / "best.json").read_text())
+    assert best["config"]["learning_rate"] == 1e-3
