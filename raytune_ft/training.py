@@ -81,6 +81,8 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
                   "data": tokenized data (a folder path, or a Ray object ref to the DatasetDict),
                   "progress_bar": show a tqdm bar on the main process}
     """
+    # Where a trial's start-up goes (reported with epoch 1; bench/overhead.py reads it).
+    timeline = {"loop_started_at": time.time()}
     config = Config(**loop_config["config"])
     hp = config.train
     task = config.task_spec()
@@ -93,6 +95,7 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
     set_seed(hp.seed)
 
     tokenized = _open_tokenized(loop_config["data"])
+    timeline["data_ready_at"] = time.time()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     data_collator = DataCollatorWithPadding(tokenizer=tokenizer)
     train_dataloader = DataLoader(tokenized["train"], shuffle=True, batch_size=hp.batch_size, collate_fn=data_collator)
@@ -111,6 +114,7 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
         }
     model = AutoModelForSequenceClassification.from_pretrained(model_path, **labels)
     optimizer = AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    timeline["model_ready_at"] = time.time()
 
     train_dataloader, *eval_dataloaders, model, optimizer = accelerator.prepare(
         train_dataloader, *eval_dataloaders, model, optimizer
@@ -145,6 +149,7 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
             divergence.check(loss.item(), epoch)
             accelerator.backward(loss)
             optimizer.step()
+            timeline.setdefault("first_step_at", time.time())
             lr_scheduler.step()
             optimizer.zero_grad()
             progress_bar.update(1)
@@ -177,6 +182,7 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
             "node_id": _node_id(),
             "device": str(accelerator.device),
             "num_processes": accelerator.num_processes,
+            **(timeline if epoch == 1 else {}),
         }
         score = metrics[f"eval_{config.metric}"]
         improved = best_score is None or (score > best_score if config.search.mode == "max" else score < best_score)

