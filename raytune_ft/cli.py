@@ -68,16 +68,18 @@ def main():
 @main.command()
 @click.argument("config_path", type=click.Path(dir_okay=False), required=True)
 @set_option
-@click.option("--address", default=None, help="Connect to a running Ray cluster (auto, ray://host:10001). Default: start Ray locally.")
+@click.option("--address", default=None, help="Connect to a running Ray cluster (auto, HOST:6379). Default: start Ray locally.")
 @click.option("--verbose", is_flag=True, help="Stream the Ray workers' logs to the console.")
 @click.option("--quiet", is_flag=True, help="No live progress (for CI logs): only failures, the summary and the run folder.")
 @_handle_errors
 def search(config_path, overrides, address, verbose, quiet):
     """Run a hyperparameter search described by CONFIG_PATH (YAML)."""
+    from raytune_ft.cluster import check_address
     from raytune_ft.report import print_summary
     from raytune_ft.search import run_search
     from raytune_ft.summary import summarize_run
 
+    check_address(address)
     config = load_config(config_path, list(overrides))
     console = make_console()
     outcome = run_search(config, address=address, console=console, verbose=verbose, quiet=quiet)

@@ -26,6 +26,17 @@ DRIVER_RESOURCES = {"cpu": 0, "memory": 100 * 1024**2}
 DRIVER_RESOURCE_SHARE = 0.001
 
 
+def check_address(address: str | None) -> None:
+    """Refuse Ray Client addresses: under Ray Client, Tune runs the Tuner (and with it the
+    callbacks that write epochs.jsonl and trials.jsonl) as an actor on the head node, so
+    the run folder would fill up there while this machine's stayed empty."""
+    if address and address.startswith("ray://"):
+        raise ConfigError(
+            f"--address {address}: Ray Client would write the run folder on the head node, not here; "
+            "run raytune-ft on the cluster instead (ray exec cluster.yaml '... --address auto', or ray job submit)"
+        )
+
+
 def is_uri(path: str) -> bool:
     return "://" in path
 

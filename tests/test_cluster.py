@@ -98,3 +98,13 @@ def test_driver_resource_must_exist_in_the_cluster(two_node_cluster, tiny_bert_d
     result = CliRunner().invoke(main, ["search", str(config_path), "--address", two_node_cluster])
     assert result.exit_code == 2
     assert "resources.driver_resource" in result.output
+
+
+def test_ray_client_addresses_are_refused_before_anything_starts(tmp_path, tiny_bert_dir):
+    raw = quick_config(tiny_bert_dir, output={"dir": str(tmp_path / "runs"), "name": "client"})
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(main, ["search", str(config_path), "--address", "ray://127.0.0.1:10001"])
+    assert result.exit_code == 2
+    assert "Ray Client" in result.output and "ray job submit" in result.output
+    assert not (tmp_path / "runs").exists()
