@@ -7,7 +7,6 @@ starts, and reported as one line that names the field and says how to fix it.
 from __future__ import annotations
 
 import difflib
-import math
 from pathlib import Path
 from typing import Any, Literal
 
