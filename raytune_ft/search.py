@@ -212,9 +212,12 @@ class RunFolderLog(tune.Callback):
         return int(trial.config.get("num_epochs", self.default_epochs))
 
 
+# What the loop reports besides eval_* / train_* metrics, kept in each epochs.jsonl row.
 REPORTED_KEYS = (
-    "learning_rate", "last_learning_rate", "examples_trained", "examples_trained_per_process", "examples_evaluated", "examples_evaluated_mm", "epoch_seconds", "node_id", "device", "num_processes", "checkpoint_path",
-    "loop_started_at", "data_ready_at", "model_ready_at", "first_step_at",
+    "learning_rate", "last_learning_rate",
+    "examples_trained", "examples_trained_per_process", "examples_evaluated", "examples_evaluated_mm",
+    "epoch_seconds", "node_id", "device", "num_processes", "checkpoint_path",
+    "loop_started_at", "data_ready_at", "model_ready_at", "first_step_at",  # epoch 1: where start-up went
 )
 
 
