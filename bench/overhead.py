@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from raytune_ft.reporting import EpochReporter
+
 REPO = Path(__file__).resolve().parents[1]
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 
@@ -49,7 +51,7 @@ def overrides(args, out_dir: Path, name: str, concurrent: int) -> list[str]:
     return [part for key, value in values.items() for part in ("--set", f"{key}={value}")]
 
 
-class Collect:
+class Collect(EpochReporter):
     def __init__(self):
         self.rows = []
 

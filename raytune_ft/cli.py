@@ -66,23 +66,34 @@ def main():
 
 
 @main.command()
-@click.argument("config_path", type=click.Path(dir_okay=False), required=True)
+@click.argument("config_path", type=click.Path(dir_okay=False), required=False)
 @set_option
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
+              help="Continue the interrupted search in this run folder (its config.yaml; no CONFIG_PATH).")
 @click.option("--address", default=None, help="Connect to a running Ray cluster (auto, HOST:6379). Default: start Ray locally.")
 @click.option("--verbose", is_flag=True, help="Stream the Ray workers' logs to the console.")
 @click.option("--quiet", is_flag=True, help="No live progress (for CI logs): only failures, the summary and the run folder.")
 @_handle_errors
-def search(config_path, overrides, address, verbose, quiet):
-    """Run a hyperparameter search described by CONFIG_PATH (YAML)."""
+def search(config_path, overrides, resume_dir, address, verbose, quiet):
+    """Run a hyperparameter search described by CONFIG_PATH (YAML), or --resume RUN_DIR."""
     from raytune_ft.cluster import check_address
     from raytune_ft.report import print_summary
+    from raytune_ft.results import CONFIG_FILE
     from raytune_ft.search import run_search
     from raytune_ft.summary import summarize_run
 
     check_address(address)
+    if resume_dir:
+        if config_path or overrides:
+            raise ConfigError("--resume: give the run folder only; the search goes on with the config.yaml saved in it")
+        if not (Path(resume_dir) / CONFIG_FILE).is_file():
+            raise ConfigError(f"--resume {resume_dir}: not a run folder (no {CONFIG_FILE}); give a folder under runs/")
+        config_path = Path(resume_dir) / CONFIG_FILE
+    elif not config_path:
+        raise ConfigError("search: give a config file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
     config = load_config(config_path, list(overrides))
     console = make_console()
-    outcome = run_search(config, address=address, console=console, verbose=verbose, quiet=quiet)
+    outcome = run_search(config, address=address, console=console, verbose=verbose, quiet=quiet, resume_dir=resume_dir)
     summary = summarize_run(outcome.run_dir)
     print_summary(summary, console)
     _write_report_files(summary, console)

@@ -169,6 +169,10 @@ class ResourcesSection(Section):
     cpus_per_worker: float = Field(1, gt=0)
     gpus_per_worker: float = Field(0, ge=0)  # fractions pack several trials on one GPU
     max_concurrent_trials: int | None = Field(None, ge=1)  # default: what fits
+    # A trial whose Ray Train worker dies (a killed process, a lost node) starts its workers
+    # again from its latest checkpoint, up to this many times (-1: no limit). A trial that
+    # raises (a diverged loss) is retried the same way: Ray Train cannot tell the two apart.
+    max_failures: int = Field(1, ge=-1)
     # On a cluster: a custom resource (e.g. "head") that pins the trial drivers to the node
     # that has it, so they never sit on GPU workers. Default: drivers go anywhere (no CPU).
     driver_resource: str | None = None

@@ -98,6 +98,8 @@ def summary_lines(summary: RunSummary) -> list[str]:
             f"early stopping saved about {saved:,.0f} {unit} ({share:.0%} of running every stopped trial "
             f"to its planned epochs; {SAVINGS_METHOD})"
         )
+    if summary.checkpoint_bytes is not None:
+        lines.append(f"checkpoints: {summary.checkpoint_bytes / 1e6:,.1f} MB on disk (each ended trial keeps its best epoch's model)")
     for trial in summary.trials:
         if trial.error:
             lines.append(f"trial {trial.trial_id} failed: {trial.error}")
@@ -109,6 +111,7 @@ def report_json(summary: RunSummary, files: dict | None = None) -> dict:
     return {
         "run_dir": str(summary.run_dir.resolve()),
         "status": summary.status,
+        "checkpoint_bytes": summary.checkpoint_bytes,
         "metric": summary.metric_key,
         "mode": summary.config.search.mode,
         "searched": summary.searched,

@@ -2,24 +2,44 @@
 
 `training_function` calls `reporter.report(metrics, checkpoint_dir)` once per epoch on
 every process and does not care where it runs: inside Ray Train workers (the search),
-alone (`raytune-ft train`), or under `accelerate launch`.
+alone (`raytune-ft train`), or under `accelerate launch`. Before it starts, it asks
+`reporter.restore_point()` for a checkpoint to continue from (Ray Train hands back the
+latest one after a worker failure or when an interrupted search is resumed).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Protocol
+
+# Inside a checkpoint folder, beside the model and tokenizer: what a restart needs to go on
+# (optimizer, schedule, epoch). Only the search writes it; an exported model leaves it out.
+TRAINING_STATE_FILE = "training_state.pt"
 
 
-class EpochReporter(Protocol):
+class EpochReporter:
+    """The base: reports nowhere, never resumes. Subclasses say where epochs go."""
+
+    # True where runs can be restarted (the search): every epoch then hands over a checkpoint
+    # with the training state; otherwise only improving epochs hand over the model.
+    resumable = False
+    restored_from: str | None = None  # the checkpoint restore_point() handed out, as its storage path
+
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
-        """Called on every process once per epoch; checkpoint_dir is set on rank 0 only."""
+        """Called on every process once per epoch; checkpoint_dir is set on rank 0 only.
+        metrics["best_so_far"] is 1.0 for an epoch that improved on the run's best."""
+
+    def restore_point(self) -> AbstractContextManager[str | None]:
+        """A local folder holding the checkpoint to continue from, or None to start afresh."""
+        return nullcontext(None)
 
 
-class RayTrainReporter:
+class RayTrainReporter(EpochReporter):
     """Hands metrics and checkpoints to Ray Train (and through it to Ray Tune)."""
+
+    resumable = True
 
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         import ray.train
@@ -28,8 +48,22 @@ class RayTrainReporter:
         # A barrier across workers: every rank must call it, only rank 0's metrics reach Tune.
         ray.train.report(metrics, checkpoint=checkpoint)
 
+    @contextmanager
+    def restore_point(self):
+        import ray.train
 
-class RunFolderReporter:
+        # Ray Train's latest checkpoint of this trial: after a worker died (FailureConfig), or
+        # when a resumed search restarts the trial's TorchTrainer under the same name.
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            yield None
+            return
+        self.restored_from = checkpoint.path
+        with checkpoint.as_directory() as folder:
+            yield folder
+
+
+class RunFolderReporter(EpochReporter):
     """For a plain run: appends each epoch to epochs.jsonl and keeps the best checkpoint."""
 
     def __init__(self, run_dir: Path, is_main_process: bool, trial_id: str = "train"):
@@ -42,12 +76,12 @@ class RunFolderReporter:
         if not self.is_main_process:
             return
         row = {"trial_id": self.trial_id, **metrics}
-        if checkpoint_dir:
-            # The loop only hands over checkpoints of improving epochs: keep the newest.
+        if checkpoint_dir and metrics.get("best_so_far"):
+            # Keep the best epoch's model; a plain run is never resumed, so no training state.
             target = self.run_dir / "checkpoint"
             staging = self.run_dir / ".checkpoint-writing"
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(checkpoint_dir, staging)
+            shutil.copytree(checkpoint_dir, staging, ignore=shutil.ignore_patterns(TRAINING_STATE_FILE))
             shutil.rmtree(target, ignore_errors=True)
             staging.rename(target)
             self.best_checkpoint = target

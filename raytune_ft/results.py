@@ -51,7 +51,13 @@ def _append_jsonl(path: Path, row: dict) -> None:
 
 
 def read_epochs(run_dir: Path) -> list[dict]:
-    return _read_jsonl(Path(run_dir) / EPOCHS_FILE)
+    """One row per trial and epoch, in report order. A trial restarted from a checkpoint says
+    that checkpoint's epoch again (see training_function): the rows of one epoch merge."""
+    rows: dict[tuple, dict] = {}
+    for row in _read_jsonl(Path(run_dir) / EPOCHS_FILE):
+        key = (row.get("trial_id"), row.get("epoch"))
+        rows[key] = {**rows.pop(key, {}), **row}
+    return list(rows.values())
 
 
 def append_epoch(run_dir: Path, row: dict) -> None:

@@ -21,23 +21,33 @@ from pathlib import Path
 import optuna
 import ray
 from ray import tune
-from ray.train import CheckpointConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
+from raytune_ft.checkpoints import checkpoint_bytes, prune_ended_trials
 from raytune_ft.cluster import check_storage_is_shared, driver_resources, storage_root
 from raytune_ft.config import Config, ConfigError, inside_space
 from raytune_ft.data import load_tokenized, prepare_tokenized_data
 from raytune_ft.progress import SearchProgress
 from raytune_ft.reporting import RayTrainReporter
 from raytune_ft.results import (
-    CONFIG_FILE, Best, append_epoch, append_trial_event, find_best, make_console, read_epochs, read_trial_events,
-    write_best, write_search_state,
+    CONFIG_FILE,
+    Best,
+    append_epoch,
+    append_trial_event,
+    find_best,
+    make_console,
+    read_epochs,
+    read_search_state,
+    read_trial_events,
+    write_best,
+    write_search_state,
 )
-from raytune_ft.summary import trial_devices
+from raytune_ft.summary import search_status, trial_devices
 from raytune_ft.tracking import check_tracking_available, tracking_callbacks
 from raytune_ft.training import training_function
 
@@ -87,7 +97,9 @@ def build_scheduler(config: Config):
     if config.search.scheduler == "asha":
         # One Tune iteration = one reported epoch.
         return ASHAScheduler(
-            time_attr="training_iteration",
+            # The trial's own epoch count, not Tune's iteration count: a trial restarted by
+            # a resumed search goes on at epoch k+1, while Tune counts its reports from 1 again.
+            time_attr="epoch",
             max_t=max_epochs(config),
             grace_period=min(config.search.grace_period, max_epochs(config)),
             reduction_factor=config.search.reduction_factor,
@@ -133,8 +145,13 @@ def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path
         run_config=ray.train.RunConfig(
             name=f"train-{trial_id}",
             storage_path=storage_path,
-            # The loop only reports checkpoints of improving epochs, so the newest is the best.
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            # Every epoch reports a checkpoint; Ray Train keeps the best one (the newest epoch
+            # that improved) and the latest one, which a restart continues from.
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute="best_so_far", checkpoint_score_order="max"
+            ),
+            # A dead worker: the worker group starts again from the latest checkpoint.
+            failure_config=FailureConfig(max_failures=resources.max_failures),
             callbacks=[TuneReportCallback()],
             worker_runtime_env={"env_vars": {**WORKER_ENV, "OMP_NUM_THREADS": str(max(1, int(resources.cpus_per_worker)))}},
         ),
@@ -218,6 +235,7 @@ REPORTED_KEYS = (
     "examples_trained", "examples_trained_per_process", "examples_evaluated", "examples_evaluated_mm",
     "epoch_seconds", "node_id", "device", "num_processes", "checkpoint_path",
     "loop_started_at", "data_ready_at", "model_ready_at", "first_step_at",  # epoch 1: where start-up went
+    "best_so_far", "resumed_from_epoch",
 )
 
 
@@ -269,10 +287,18 @@ def concurrent_trials(config: Config) -> int:
 
 
 def run_search(
-    config: Config, address: str | None = None, console: Console | None = None, verbose: bool = False, quiet: bool = False
+    config: Config,
+    address: str | None = None,
+    console: Console | None = None,
+    verbose: bool = False,
+    quiet: bool = False,
+    resume_dir: Path | None = None,
 ) -> SearchOutcome:
+    """A new search, or with resume_dir the interrupted search in that run folder (whose
+    config.yaml `config` was read from): finished trials stay as they are, unfinished ones
+    start again from their latest checkpoint, and the searcher goes on where it stopped."""
     console = console or make_console()
-    run_dir = new_run_dir(config)
+    run_dir = Path(resume_dir).resolve() if resume_dir else new_run_dir(config)
     check_tracking_available(config)
     # Data first: bad data is reported before Ray starts and before the run folder exists.
     data_path, was_cached = prepare_tokenized_data(config)
@@ -285,17 +311,24 @@ def run_search(
     try:
         # What the cluster must offer is checked before the run folder exists.
         storage = storage_root(config, run_dir)
-        check_storage_is_shared(config, storage)
+        if resume_dir:
+            check_resumable(run_dir, f"{storage}/tune")
+        else:
+            check_storage_is_shared(config, storage)
         max_concurrent = concurrent_trials(config)
         trial_driver_resources = driver_resources(config)
     except BaseException:
         ray.shutdown()
         raise
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
+    if resume_dir:
+        state = {**read_search_state(run_dir), "ended_at": None, "outcome": None, "pid": os.getpid(), "hostname": socket.gethostname()}
+        state["resumed_at"] = [*state.get("resumed_at", []), time.time()]
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
+        state = {"started_at": time.time(), "ended_at": None, "outcome": None, "pid": os.getpid(), "hostname": socket.gethostname()}
     # No end mark in search.json + this process gone = interrupted; `report` relies on it.
-    state = {"started_at": time.time(), "ended_at": None, "outcome": None, "pid": os.getpid(), "hostname": socket.gethostname()}
     write_search_state(run_dir, state)
     outcome = "failed"
     progress = SearchProgress(console, config.metric, config.search.mode, config.search.num_samples, quiet=quiet)
@@ -303,6 +336,9 @@ def run_search(
     # Ray's new console output always prints an experiment box and a TensorBoard hint that points
     # into Ray's temporary session folder; SearchProgress is the search's output instead.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune saves which trials finished every 10 s or more; a search killed without warning
+    # would then run a just-finished trial again when resumed. Its state is small: every 2 s.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     try:
         # Into the object store once; every trial's workers read the same copy.
         data_ref = ray.put(load_tokenized(data_path, in_memory=True))
@@ -313,33 +349,37 @@ def run_search(
             ),
             trial_driver_resources,
         )
-        if not quiet:
-            console.print(
-                f"searching {', '.join(searched) or 'nothing (fixed values)'}: {config.search.num_samples} trials, "
-                f"{max_concurrent} at a time, scheduler {config.search.scheduler}, metric eval_{config.metric} ({config.search.mode})"
+        callbacks = [RunFolderLog(run_dir, config, progress), *tracking_callbacks(config, run_dir)]
+        if resume_dir:
+            # Failed trials (a diverged loss, a bug) stay failed: running them again gives the same.
+            tuner = tune.Tuner.restore(f"{storage}/tune", trainable, resume_unfinished=True, resume_errored=False)
+            # The restored run config holds the callbacks pickled by the first run: use this run's.
+            tuner._local_tuner.get_run_config().callbacks = callbacks
+            if not quiet:
+                console.print(f"resuming the search in {run_dir}")
+        else:
+            if not quiet:
+                console.print(
+                    f"searching {', '.join(searched) or 'nothing (fixed values)'}: {config.search.num_samples} trials, "
+                    f"{max_concurrent} at a time, scheduler {config.search.scheduler}, metric eval_{config.metric} ({config.search.mode})"
+                )
+            tuner = tune.Tuner(
+                trainable,
+                param_space=build_param_space(config),
+                tune_config=tune.TuneConfig(
+                    metric=f"eval_{config.metric}",
+                    mode=config.search.mode,
+                    search_alg=build_search_algorithm(config),
+                    scheduler=build_scheduler(config),
+                    num_samples=config.search.num_samples,
+                    max_concurrent_trials=max_concurrent,
+                ),
+                run_config=tune.RunConfig(name="tune", storage_path=storage, callbacks=callbacks, verbose=0),
             )
-        tuner = tune.Tuner(
-            trainable,
-            param_space=build_param_space(config),
-            tune_config=tune.TuneConfig(
-                metric=f"eval_{config.metric}",
-                mode=config.search.mode,
-                search_alg=build_search_algorithm(config),
-                scheduler=build_scheduler(config),
-                num_samples=config.search.num_samples,
-                max_concurrent_trials=max_concurrent,
-            ),
-            run_config=tune.RunConfig(
-                name="tune",
-                storage_path=storage,
-                callbacks=[RunFolderLog(run_dir, config, progress), *tracking_callbacks(config, run_dir)],
-                verbose=0,
-            ),
-        )
         progress.start()
         tuner.fit()
         # Tune returns normally after a Ctrl-C; the trials it cut off were marked interrupted.
-        interrupted = any(event["event"] == "interrupted" for event in read_trial_events(run_dir))
+        interrupted = _cut_off_trials(run_dir)
         outcome = "interrupted" if interrupted else "finished"
     except KeyboardInterrupt:
         outcome = "interrupted"
@@ -347,9 +387,27 @@ def run_search(
     finally:
         progress.stop()
         ray.shutdown()
-        write_search_state(run_dir, {**state, "ended_at": time.time(), "outcome": outcome})
+        prune_ended_trials(run_dir, storage)
+        state.update(ended_at=time.time(), outcome=outcome, checkpoint_bytes=checkpoint_bytes(storage))
+        write_search_state(run_dir, state)
 
     best = find_best(read_epochs(run_dir), config.metric, config.search.mode, searched)
     if best is not None:
         write_best(run_dir, best)
     return SearchOutcome(run_dir=run_dir, outcome=outcome, best=best)
+
+
+def _cut_off_trials(run_dir: Path) -> list[str]:
+    """Trials whose last event says interrupted: a resumed search runs them on."""
+    last_event = {event["trial_id"]: event["event"] for event in read_trial_events(run_dir)}
+    return [trial_id for trial_id, event in last_event.items() if event == "interrupted"]
+
+
+def check_resumable(run_dir: Path, tune_dir: str) -> None:
+    state = read_search_state(run_dir)
+    if search_status(state) == "running":
+        raise ConfigError(f"--resume {run_dir}: its search is still running (process {state.get('pid')}); wait or stop it first")
+    if state.get("outcome") == "finished":
+        raise ConfigError(f"--resume {run_dir}: this search finished; start a new one (another output.name) to search more")
+    if not tune.Tuner.can_restore(tune_dir):
+        raise ConfigError(f"--resume {run_dir}: no Ray Tune state under {tune_dir}; the search stopped before its first trial, start it anew")

@@ -89,6 +89,7 @@ class RunSummary:
     best: Best | None
     wall_seconds: float | None  # the whole search's, start to end (or now)
     searched: list[str] = field(default_factory=list)
+    checkpoint_bytes: int | None = None  # what the kept checkpoints take on disk, measured at the search's end
 
     @property
     def metric_key(self) -> str:
@@ -162,7 +163,7 @@ def summarize_run(run_dir: Path, now: float | None = None) -> RunSummary:
         trial.winner = best is not None and trial.trial_id == best.trial_id
     started = state.get("started_at")
     wall = ((state.get("ended_at") or now) - started) if started else None
-    return RunSummary(run_dir, config, status, rows, trials, best, wall, searched)
+    return RunSummary(run_dir, config, status, rows, trials, best, wall, searched, state.get("checkpoint_bytes"))
 
 
 def search_status(state: dict) -> str:

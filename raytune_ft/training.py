@@ -2,7 +2,9 @@
 
 It reads top to bottom in the order things happen: data loaders, model, optimizer,
 learning-rate schedule, `accelerator.prepare`, then per epoch a training pass and an
-evaluation pass per evaluation split (MNLI has two) whose metrics are reported. The same
+evaluation pass per evaluation split (MNLI has two) whose metrics are reported. A run that
+was cut off (a dead worker, an interrupted search) starts again from its latest checkpoint:
+model, optimizer, schedule and epoch, so it goes on where it stopped. The same
 function runs inside Ray Train workers (one trial of a search), alone (`raytune-ft train`),
 and under `accelerate launch`. Classification and regression (STS-B) differ only in the
 model's head, the loss and what counts as a prediction.
@@ -16,6 +18,7 @@ import socket
 import tempfile
 import time
 from collections import deque
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,12 +27,17 @@ from accelerate.utils import set_seed
 from torch.optim import AdamW
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, get_scheduler
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    get_scheduler,
+)
 
 from raytune_ft.config import Config
 from raytune_ft.data import load_tokenized
 from raytune_ft.metrics import GlueMetric
-from raytune_ft.reporting import EpochReporter
+from raytune_ft.reporting import TRAINING_STATE_FILE, EpochReporter
 from raytune_ft.sources import resolve_model_path
 from raytune_ft.tasks import EVAL_SUFFIXES
 
@@ -112,7 +120,10 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
             "id2label": dict(enumerate(task.label_names)),
             "label2id": {name: i for i, name in enumerate(task.label_names)},
         }
-    model = AutoModelForSequenceClassification.from_pretrained(model_path, **labels)
+    # A restarted run (dead worker, resumed search) continues from its latest checkpoint.
+    with reporter.restore_point() as restore_dir:
+        model = AutoModelForSequenceClassification.from_pretrained(restore_dir or model_path, **labels)
+        restored = torch.load(Path(restore_dir) / TRAINING_STATE_FILE, map_location="cpu") if restore_dir else None
     optimizer = AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
     timeline["model_ready_at"] = time.time()
 
@@ -136,9 +147,21 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
         disable=not (loop_config.get("progress_bar", True) and accelerator.is_main_process),
     )
     divergence = DivergenceGuard(hp.learning_rate)
-    best_score = None
-    for epoch in range(1, hp.num_epochs + 1):
+    start_epoch, best_score = 1, None
+    if restored is not None:
+        optimizer.load_state_dict(restored["optimizer"])
+        lr_scheduler.load_state_dict(restored["lr_scheduler"])
+        start_epoch, best_score = restored["epoch"] + 1, restored["best_score"]
+        divergence.first_loss = restored["first_loss"]
+        progress_bar.update(restored["epoch"] * len(train_dataloader))
+        timeline["resumed_from_epoch"] = restored["epoch"]
+        # Say the restored epoch again: a search killed just after the epoch was saved never
+        # heard of it (read_epochs keeps one row per epoch). Its checkpoint is where it was.
+        reporter.report({**restored["last_metrics"], "checkpoint_path": reporter.restored_from}, None)
+    for epoch in range(start_epoch, hp.num_epochs + 1):
         # --- train -------------------------------------------------------------------
+        # Seeded per epoch: an epoch run again after a restart sees the same batches.
+        set_seed(hp.seed + epoch)
         model.train()
         epoch_start = time.perf_counter()
         loss_sum = torch.zeros((), device=accelerator.device)
@@ -182,20 +205,31 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
             "node_id": _node_id(),
             "device": str(accelerator.device),
             "num_processes": accelerator.num_processes,
-            **(timeline if epoch == 1 else {}),
+            **(timeline if epoch == start_epoch else {}),
         }
         score = metrics[f"eval_{config.metric}"]
         improved = best_score is None or (score > best_score if config.search.mode == "max" else score < best_score)
         best_score = score if improved else best_score
+        # Ray Train keeps the checkpoint scored highest on this (the newest improving epoch's)
+        # plus the latest one, which a restart continues from.
+        metrics["best_so_far"] = float(improved)
         if accelerator.is_main_process:
             accelerator.print(f"epoch {epoch}: " + ", ".join(f"{k}={_short(v)}" for k, v in metrics.items() if k.startswith(("eval_", "train_loss"))))
 
-        # Only improving epochs are saved: each trial keeps its best model, written once.
+        # A plain run saves improving epochs only; a search saves every epoch, so that a
+        # restart loses at most the epoch it was in.
         with tempfile.TemporaryDirectory(prefix="raytune-ft-ckpt-") as checkpoint_dir:
             saved = None
-            if improved and config.output.keep_checkpoints and accelerator.is_main_process:
+            if config.output.keep_checkpoints and (improved or reporter.resumable) and accelerator.is_main_process:
                 accelerator.unwrap_model(model).save_pretrained(checkpoint_dir)
                 tokenizer.save_pretrained(checkpoint_dir)
+                if reporter.resumable:
+                    training_state = {
+                        "epoch": epoch, "best_score": best_score, "first_loss": divergence.first_loss,
+                        "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
+                        "last_metrics": metrics,
+                    }
+                    torch.save(training_state, Path(checkpoint_dir) / TRAINING_STATE_FILE)
                 saved = checkpoint_dir
             reporter.report(metrics, saved)
     progress_bar.close()

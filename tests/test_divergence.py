@@ -8,15 +8,16 @@ import math
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from conftest import quick_config
+
 from raytune_ft.cli import main
 from raytune_ft.config import validate_config
 from raytune_ft.data import prepare_tokenized_data
+from raytune_ft.reporting import EpochReporter
 from raytune_ft.training import DivergenceGuard, TrainingDiverged, training_function
 
 
-class Ignore:
+class Ignore(EpochReporter):
     def report(self, metrics, checkpoint_dir):
         pass
 

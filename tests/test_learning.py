@@ -1,13 +1,14 @@
 """The real pretrained MiniLM learns the quickstart's built-in data in one epoch."""
 
-from raytune_ft.config import load_config
-from raytune_ft.data import prepare_tokenized_data
-from raytune_ft.training import training_function
-
 from test_config import REPO_ROOT
 
+from raytune_ft.config import load_config
+from raytune_ft.data import prepare_tokenized_data
+from raytune_ft.reporting import EpochReporter
+from raytune_ft.training import training_function
 
-class LastEpoch:
+
+class LastEpoch(EpochReporter):
     def report(self, metrics, checkpoint_dir):
         self.metrics = metrics
 

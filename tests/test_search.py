@@ -56,6 +56,21 @@ def test_best_json_is_the_best_reported_epoch(finished_search):
     assert Path(best["checkpoint"], "model.safetensors").is_file()
 
 
+def test_each_ended_trial_keeps_only_its_best_checkpoint(finished_search):
+    result, run_dir, _ = finished_search
+    rows = read_rows(run_dir)
+    for trial_id in {row["trial_id"] for row in rows}:
+        kept = sorted(p for p in (run_dir / "trials" / f"train-{trial_id}").glob("checkpoint_*") if p.is_dir())
+        best_row = [row for row in rows if row["trial_id"] == trial_id and row["best_so_far"]][-1]
+        assert [str(path) for path in kept] == [best_row["checkpoint_path"]]
+        # The optimizer state only a restart needs is gone once the trial has ended.
+        assert sorted(p.name for p in kept[0].iterdir() if p.suffix == ".pt") == []
+    state = json.loads((run_dir / "search.json").read_text())
+    on_disk = sum(p.stat().st_size for p in (run_dir / "trials").rglob("*") if p.is_file())
+    assert state["checkpoint_bytes"] == on_disk
+    assert "MB on disk" in result.output
+
+
 def test_run_folder_holds_the_resolved_config(finished_search):
     _, run_dir, raw = finished_search
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())

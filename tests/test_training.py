@@ -9,12 +9,12 @@ from pathlib import Path
 
 import yaml
 from click.testing import CliRunner
-
 from conftest import quick_config
+
 from raytune_ft.cli import main
 from raytune_ft.config import validate_config
 from raytune_ft.data import prepare_tokenized_data
-from raytune_ft.reporting import RunFolderReporter
+from raytune_ft.reporting import EpochReporter, RunFolderReporter
 from raytune_ft.training import training_function
 
 EPOCH_KEYS = {
@@ -23,7 +23,7 @@ EPOCH_KEYS = {
 }
 
 
-class ListReporter:
+class ListReporter(EpochReporter):
     def __init__(self):
         self.epochs = []
 
@@ -100,7 +100,7 @@ def test_same_loop_trains_data_parallel_with_two_processes(tmp_path, tiny_bert_d
     assert all((r["examples_trained"], r["examples_evaluated"]) == (64, 32) for r in rows)
 
 
-class ConfigReporter:
+class ConfigReporter(EpochReporter):
     """Keeps each epoch's metrics and the saved model's config.json."""
 
     def __init__(self):
@@ -116,7 +116,13 @@ def test_the_loop_trains_regression_and_evaluates_both_mnli_dev_sets(tmp_path, t
     """STS-B (one score, MSE) and MNLI (3 labels, matched + mismatched) from GLUE-layout folders.
 
     The raw files are deleted before training: the loop reads only the tokenized data."""
-    from test_data_sources import MNLI_DEV_HEADER, MNLI_TRAIN_HEADER, STSB_HEADER, mnli_row, write_tsv
+    from test_data_sources import (
+        MNLI_DEV_HEADER,
+        MNLI_TRAIN_HEADER,
+        STSB_HEADER,
+        mnli_row,
+        write_tsv,
+    )
 
     words = ["cat", "dog", "car", "tree", "house", "river"]
 

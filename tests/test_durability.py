@@ -1,0 +1,129 @@
+"""Work survives: a dead Ray Train worker restarts from its trial's latest checkpoint, and a
+search whose process was killed goes on with `search --resume` without losing or rerunning
+the trials it had finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import yaml
+
+from conftest import quick_config
+from raytune_ft.results import read_epochs
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _start_search(args: list[str], log: Path) -> subprocess.Popen:
+    # Its own session: killing it later takes its whole process tree, as a lost machine would.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "raytune_ft.cli", "search", *args],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _wait_for(condition, process: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert process.poll() is None, f"search ended early:\n{log.read_text()[-3000:]}"
+        assert time.time() < deadline, f"timed out:\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
+def _config(tmp_path: Path, model_dir: Path, name: str, num_samples: int, num_epochs: int) -> Path:
+    raw = quick_config(
+        model_dir,
+        data={"max_train_samples": 256},
+        train={"num_epochs": num_epochs, "batch_size": 8},
+        search={"space": {"learning_rate": {"loguniform": [1e-4, 3e-3]}}, "num_samples": num_samples,
+                "scheduler": "fifo", "metric": "accuracy"},
+        resources={"max_concurrent_trials": 1},
+        output={"dir": str(tmp_path / "runs"), "name": name},
+        tracking={"tensorboard": False},
+    )
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_a_killed_worker_restarts_from_the_latest_checkpoint(tiny_bert_dir, tmp_path):
+    config_path = _config(tmp_path, tiny_bert_dir, "worker", num_samples=1, num_epochs=4)
+    run_dir, log = tmp_path / "runs" / "worker", tmp_path / "worker.log"
+    search = _start_search([str(config_path), "--quiet"], log)
+    try:
+        _wait_for(lambda: len(_lines(run_dir / "epochs.jsonl")) >= 1, search, log)
+        workers = [p for p in psutil.Process(search.pid).children(recursive=True)
+                   if "RayTrainWorker" in " ".join(p.cmdline())]
+        assert len(workers) == 1, [p.cmdline() for p in psutil.Process(search.pid).children(recursive=True)]
+        workers[0].kill()
+        assert search.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        if search.poll() is None:
+            os.killpg(search.pid, signal.SIGKILL)
+
+    rows = read_epochs(run_dir)
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4]  # no epoch lost
+    restarted = [row for row in rows if "resumed_from_epoch" in row]
+    assert len(restarted) == 1 and restarted[0]["resumed_from_epoch"] == restarted[0]["epoch"] - 1
+    # The restart said its checkpoint's epoch again (one extra line), with the same numbers.
+    said = [row for row in _lines(run_dir / "epochs.jsonl") if row["epoch"] == restarted[0]["epoch"] - 1]
+    assert len(said) == 2 and said[0]["eval_accuracy"] == said[1]["eval_accuracy"]
+    # The schedule went on where it was: the restarted epoch's lr follows on from the one before.
+    before = rows[restarted[0]["epoch"] - 2]
+    assert restarted[0]["last_learning_rate"] < before["last_learning_rate"]
+    events = _lines(run_dir / "trials.jsonl")
+    assert [e["event"] for e in events] == ["started", "finished"]
+
+
+def test_a_killed_search_resumes_without_losing_or_rerunning_trials(tiny_bert_dir, tmp_path):
+    config_path = _config(tmp_path, tiny_bert_dir, "resume", num_samples=3, num_epochs=4)
+    run_dir, log = tmp_path / "runs" / "resume", tmp_path / "first.log"
+    search = _start_search([str(config_path), "--quiet"], log)
+
+    def second_trial_under_way() -> bool:
+        events = _lines(run_dir / "trials.jsonl")
+        finished = [e for e in events if e["event"] == "finished"]
+        started = [e for e in events if e["event"] == "started"]
+        if len(finished) != 1 or len(started) != 2 or time.time() - finished[0]["time"] < 3:
+            return False  # Tune writes its own state every 2 s: let it hear of the finished trial
+        second = started[1]["trial_id"]
+        return any(row["trial_id"] == second and row["epoch"] >= 2 for row in _lines(run_dir / "epochs.jsonl"))
+
+    try:
+        _wait_for(second_trial_under_way, search, log)
+    finally:
+        os.killpg(search.pid, signal.SIGKILL)  # no Ctrl-C, no chance to write anything
+        search.wait()
+    before = _lines(run_dir / "trials.jsonl")
+    first, cut_off = before[0]["trial_id"], before[-1]["trial_id"]
+    cut_off_epochs = max(row["epoch"] for row in _lines(run_dir / "epochs.jsonl") if row["trial_id"] == cut_off)
+
+    log = tmp_path / "resumed.log"
+    resumed = _start_search(["--resume", str(run_dir), "--quiet"], log)
+    assert resumed.wait(timeout=400) == 0, log.read_text()[-3000:]
+
+    events = _lines(run_dir / "trials.jsonl")
+    starts = Counter(e["trial_id"] for e in events if e["event"] == "started")
+    assert starts[first] == 1  # the finished trial was not run again
+    assert starts[cut_off] == 2  # the cut-off one was started again ...
+    rows = read_epochs(run_dir)
+    again = [row for row in rows if row["trial_id"] == cut_off and "resumed_from_epoch" in row]
+    assert again and again[0]["resumed_from_epoch"] >= cut_off_epochs - 1  # ... from its latest checkpoint
+    per_trial = Counter(row["trial_id"] for row in rows)
+    assert len(per_trial) == 3 and set(per_trial.values()) == {4}  # every trial, every epoch, once
+    last_event = {e["trial_id"]: e["event"] for e in events}
+    assert set(last_event.values()) == {"finished"}
+    assert json.loads((run_dir / "search.json").read_text())["outcome"] == "finished"
+    assert (run_dir / "best.json").is_file()
+    # Whatever the kill left behind (a checkpoint written but never registered), the ended
+    # trials keep one checkpoint each.
+    assert all(len([p for p in folder.glob("checkpoint_*") if p.is_dir()]) == 1 for folder in (run_dir / "trials").iterdir())
