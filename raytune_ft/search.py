@@ -30,7 +30,7 @@ from rich.console import Console
 
 from raytune_ft.cluster import check_storage_is_shared, driver_resources, storage_root
 from raytune_ft.config import Config, ConfigError, inside_space
-from raytune_ft.data import load_tokenized, prepare_tokenized_data
+from raytune_ft.data import load_tokenized, prepare_tokenized_lengths
 from raytune_ft.progress import SearchProgress
 from raytune_ft.reporting import RayTrainReporter
 from raytune_ft.results import (
@@ -67,7 +67,7 @@ def build_param_space(config: Config) -> dict:
 def points_to_evaluate(config: Config) -> list[dict]:
     """The points tried first: the config's list (completed with train.* values), or else
     the config's own train.* values when the space holds them."""
-    defaults = {key: getattr(config.train, key) for key in config.search.space}
+    defaults = {key: config.train_value(key) for key in config.search.space}
     if config.search.points_to_evaluate is not None:
         return [{**defaults, **point} for point in config.search.points_to_evaluate]
     if not all(inside_space(config.search.space[key], value) for key, value in defaults.items()):
@@ -124,7 +124,8 @@ def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path
     trial_id = tune.get_context().get_trial_id()
     trainer = TorchTrainer(
         ray_train_loop,
-        train_loop_config={"config": config.model_dump(), "data": data[0], "progress_bar": False},
+        # data[0]: the tokenized data per max_length (one, unless max_length is searched).
+        train_loop_config={"config": config.model_dump(), "data": data[0][config.max_length], "progress_bar": False},
         scaling_config=ScalingConfig(
             num_workers=resources.num_workers,
             use_gpu=resources.gpus_per_worker > 0,
@@ -275,9 +276,11 @@ def run_search(
     run_dir = new_run_dir(config)
     check_tracking_available(config)
     # Data first: bad data is reported before Ray starts and before the run folder exists.
-    data_path, was_cached = prepare_tokenized_data(config)
+    data_paths = prepare_tokenized_lengths(config)
     if not quiet:
-        console.print(f"tokenized data: {data_path} ({'cache hit' if was_cached else 'tokenized now'})")
+        for length, (data_path, was_cached) in data_paths.items():
+            at = f" (max_length {length})" if len(data_paths) > 1 else ""
+            console.print(f"tokenized data{at}: {data_path} ({'cache hit' if was_cached else 'tokenized now'})")
 
     # address "local": always a fresh Ray runtime of our own, never a cluster some other
     # process started with `ray start` on this machine (ray.init() would attach to that).
@@ -305,14 +308,10 @@ def run_search(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     try:
         # Into the object store once; every trial's workers read the same copy.
-        data_ref = ray.put(load_tokenized(data_path, in_memory=True))
+        data_refs = {length: ray.put(load_tokenized(path, in_memory=True)) for length, (path, _) in data_paths.items()}
         searched = list(config.search.space)
-        trainable = tune.with_resources(
-            tune.with_parameters(
-                run_trial, base_config=config.model_dump(), data=[data_ref], storage_path=f"{storage}/trials"
-            ),
-            trial_driver_resources,
-        )
+        trial_kwargs = {"base_config": config.model_dump(), "data": [data_refs], "storage_path": f"{storage}/trials"}
+        trainable = tune.with_resources(tune.with_parameters(run_trial, **trial_kwargs), trial_driver_resources)
         if not quiet:
             console.print(
                 f"searching {', '.join(searched) or 'nothing (fixed values)'}: {config.search.num_samples} trials, "
