@@ -191,6 +191,13 @@ class OutputSection(Section):
     storage_path: str | None = None
 
 
+class ConfirmSection(Section):
+    # After the search: re-run the top_k configs (each trial's best epoch on the search
+    # metric) with `seeds` new train.seed values each, and pick the winner by the mean.
+    top_k: int = Field(0, ge=0)  # 0: no confirm stage
+    seeds: int = Field(3, ge=2)  # mean ± std needs two or more
+
+
 class TrackingSection(Section):
     # Per trial, per epoch. Both are local files by default: no account, no server, no network.
     tensorboard: bool = True  # <run folder>/tensorboard/<trial_id>/ (tensorboard --logdir <run folder>/tensorboard)
@@ -208,6 +215,7 @@ class Config(Section):
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
     output: OutputSection = Field(default_factory=OutputSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
+    confirm: ConfirmSection = Field(default_factory=ConfirmSection)
 
     @field_validator("task")
     @classmethod

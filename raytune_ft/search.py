@@ -300,7 +300,7 @@ def run_search(
     # No end mark in search.json + this process gone = interrupted; `report` relies on it.
     state = {"started_at": time.time(), "ended_at": None, "outcome": None, "pid": os.getpid(), "hostname": socket.gethostname()}
     write_search_state(run_dir, state)
-    outcome = "failed"
+    outcome, confirmed = "failed", None
     progress = SearchProgress(console, config.metric, config.search.mode, config.search.num_samples, quiet=quiet)
 
     # Ray's new console output always prints an experiment box and a TensorBoard hint that points
@@ -340,6 +340,13 @@ def run_search(
         # Tune returns normally after a Ctrl-C; the trials it cut off were marked interrupted.
         interrupted = any(event["event"] == "interrupted" for event in read_trial_events(run_dir))
         outcome = "interrupted" if interrupted else "finished"
+        if outcome == "finished" and config.confirm.top_k:
+            from raytune_ft.confirm import run_confirm  # it imports this module
+
+            progress.stop()
+            confirmed = run_confirm(config, run_dir, trial_kwargs=trial_kwargs, driver_resources=trial_driver_resources,
+                                    max_concurrent=max_concurrent, storage=storage, console=console, quiet=quiet)
+            outcome = confirmed.outcome
     except KeyboardInterrupt:
         outcome = "interrupted"
         raise
@@ -349,6 +356,8 @@ def run_search(
         write_search_state(run_dir, {**state, "ended_at": time.time(), "outcome": outcome})
 
     best = find_best(read_epochs(run_dir), config.metric, config.search.mode, searched)
+    if confirmed is not None and confirmed.best is not None:
+        best = confirmed.best  # the config with the best mean over new seeds
     if best is not None:
         write_best(run_dir, best)
     return SearchOutcome(run_dir=run_dir, outcome=outcome, best=best)
