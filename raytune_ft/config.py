@@ -198,6 +198,12 @@ class ConfirmSection(Section):
     seeds: int = Field(3, ge=2)  # mean ± std needs two or more
 
 
+class HoldoutSection(Section):
+    # After the search (and confirm): evaluate the winner's checkpoint once on data.test_file
+    # (labels required); written to test.json, apart from the dev metrics that chose it.
+    evaluate: bool = False
+
+
 class TrackingSection(Section):
     # Per trial, per epoch. Both are local files by default: no account, no server, no network.
     tensorboard: bool = True  # <run folder>/tensorboard/<trial_id>/ (tensorboard --logdir <run folder>/tensorboard)
@@ -216,6 +222,7 @@ class Config(Section):
     output: OutputSection = Field(default_factory=OutputSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     confirm: ConfirmSection = Field(default_factory=ConfirmSection)
+    test: HoldoutSection = Field(default_factory=HoldoutSection)
 
     @field_validator("task")
     @classmethod
@@ -250,6 +257,7 @@ class Config(Section):
                     f"({', '.join(task.text_columns)}); name as many"
                 )
         self._check_files()
+        self._check_test()
         self._check_points_to_evaluate()
         self.check_search_metric()
         return self
@@ -267,6 +275,14 @@ class Config(Section):
             raise ValueError(f"{missing[0]}: missing; with local files, task {self.task} needs {wanted}")
         if "validation_mismatched" in files and "validation_mismatched" not in needed:
             raise ValueError("data.validation_mismatched_file: only for task mnli (its second dev set)")
+
+    def _check_test(self) -> None:
+        if not self.test.evaluate:
+            return
+        if self.data.test_file is None:
+            raise ValueError("test.evaluate: needs a labelled test split; give it with data.test_file")
+        if not self.output.keep_checkpoints:
+            raise ValueError("test.evaluate: the winner is evaluated from its checkpoint; set output.keep_checkpoints: true")
 
     def _check_points_to_evaluate(self) -> None:
         """A point may leave keys out; they take the train.* value, which must be in the space."""

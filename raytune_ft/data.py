@@ -56,6 +56,8 @@ def load_raw_dataset(config: Config) -> datasets.DatasetDict:
         config.data.label_names = labels_found(tables["train"], columns["label"])
         config.check_search_metric()  # f1 needs exactly two labels
         task = config.task_spec()
+    if "test" in tables and _unlabelled(tables["test"], columns["label"]):
+        del tables["test"].columns[columns["label"]]  # GLUE's test files: -1 for "no label"
     raw = datasets.DatasetDict({split: to_dataset(table, task, columns) for split, table in tables.items()})
     return take_subsets(raw, config, task)
 
@@ -149,6 +151,11 @@ def labels_found(table: Table, label_column: str) -> list[str]:
     if all(re.fullmatch(r"-?\d+", label) for label in found):
         return sorted(found, key=int)
     return sorted(found)
+
+
+def _unlabelled(table: Table, label_column: str) -> bool:
+    values = table.columns.get(label_column)
+    return values is not None and all(_label_text(value) in ("", "-1") for value in values)
 
 
 def to_dataset(table: Table, task: Task, columns: dict[str, str]) -> datasets.Dataset:

@@ -107,9 +107,9 @@ def confirm_title(summary: RunSummary) -> str:
 
 
 def winner_lines(summary: RunSummary) -> list[str]:
-    """How the winner was confirmed (confirm.json)."""
+    """How the winner was confirmed (confirm.json) and how it scores on test (test.json)."""
     lines = []
-    confirm = summary.confirm
+    confirm, test = summary.confirm, summary.test
     if confirm:
         seeds = ", ".join(map(str, confirm["seeds"]))
         head = f"confirm: the top {len(confirm['candidates'])} configs x {len(confirm['seeds'])} new seeds ({seeds})"
@@ -129,6 +129,12 @@ def winner_lines(summary: RunSummary) -> list[str]:
                 lines.append(f"the search's best trial ({confirm['candidates'][0]['search']['trial_id']}) did not win on new seeds")
         unit = device_unit(confirm.get("device_type") or summary.device_type)
         lines.append(f"confirm compute: {confirm.get('device_seconds', 0):,.0f} {unit} (not in the search's compute above)")
+    if test:
+        scores = ", ".join(f"{k}={format_value(v)}" for k, v in test["metrics"].items())
+        lines.append(
+            f"test (chosen on dev by {test['chosen_on']}, reported on test, evaluated once): {scores} "
+            f"on {test['examples']} examples of {test['file']} (trial {test['trial_id']} epoch {test['epoch']})"
+        )
     return lines
 
 
@@ -176,6 +182,7 @@ def report_json(summary: RunSummary, files: dict | None = None) -> dict:
         },
         "epochs": summary.rows,
         "confirm": summary.confirm,
+        "test": summary.test,
         "files": files or {},
     }
 

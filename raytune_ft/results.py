@@ -5,8 +5,8 @@ appended as epochs finish, so an interrupted search loses nothing that was repor
 `trials.jsonl` is the same for trial lifetimes (started, finished, stopped early, failed,
 interrupted), and `search.json` says whether the search is still running: together they
 let `report` tell every trial's status from the run folder alone. After the search,
-`confirm.json` (optional confirm stage) and `best.json` (the winner) say how the winner
-was chosen.
+`confirm.json` (optional confirm stage), `best.json` (the winner) and `test.json` (the
+winner on the test split, optional) say how the winner was chosen and how it scores.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ SEARCH_FILE = "search.json"
 BEST_FILE = "best.json"
 CONFIG_FILE = "config.yaml"
 CONFIRM_FILE = "confirm.json"  # the confirm stage's table (confirm.py)
+TEST_FILE = "test.json"  # the winner's test-split metrics (holdout.py)
 
 
 def make_console(stderr: bool = False) -> Console:

@@ -31,6 +31,7 @@ from rich.console import Console
 from raytune_ft.cluster import check_storage_is_shared, driver_resources, storage_root
 from raytune_ft.config import Config, ConfigError, inside_space
 from raytune_ft.data import load_tokenized, prepare_tokenized_lengths
+from raytune_ft.holdout import check_test_split, evaluate_winner_on_test
 from raytune_ft.progress import SearchProgress
 from raytune_ft.reporting import RayTrainReporter
 from raytune_ft.results import (
@@ -281,6 +282,8 @@ def run_search(
         for length, (data_path, was_cached) in data_paths.items():
             at = f" (max_length {length})" if len(data_paths) > 1 else ""
             console.print(f"tokenized data{at}: {data_path} ({'cache hit' if was_cached else 'tokenized now'})")
+    if config.test.evaluate:
+        check_test_split(config, data_paths[config.max_length][0])
 
     # address "local": always a fresh Ray runtime of our own, never a cluster some other
     # process started with `ray start` on this machine (ray.init() would attach to that).
@@ -360,4 +363,7 @@ def run_search(
         best = confirmed.best  # the config with the best mean over new seeds
     if best is not None:
         write_best(run_dir, best)
+        if config.test.evaluate and outcome == "finished":
+            winner_length = best.config.get("max_length", config.max_length)
+            evaluate_winner_on_test(config, best, data_paths[winner_length][0], run_dir)
     return SearchOutcome(run_dir=run_dir, outcome=outcome, best=best)

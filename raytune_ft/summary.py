@@ -21,6 +21,7 @@ from raytune_ft.config import Config, ResourcesSection, load_config
 from raytune_ft.results import (
     CONFIG_FILE,
     CONFIRM_FILE,
+    TEST_FILE,
     Best,
     find_best,
     read_epochs,
@@ -99,6 +100,7 @@ class RunSummary:
     wall_seconds: float | None  # the whole search's, start to end (or now)
     searched: list[str] = field(default_factory=list)
     confirm: dict | None = None  # confirm.json: the top configs re-run with new seeds
+    test: dict | None = None  # test.json: the winner on the test split
 
     @property
     def metric_key(self) -> str:
@@ -177,7 +179,7 @@ def summarize_run(run_dir: Path, now: float | None = None) -> RunSummary:
         trial.winner = trial.trial_id == winner
     started = state.get("started_at")
     wall = ((state.get("ended_at") or now) - started) if started else None
-    return RunSummary(run_dir, config, status, rows, trials, best, wall, searched, confirm)
+    return RunSummary(run_dir, config, status, rows, trials, best, wall, searched, confirm, read_json(run_dir, TEST_FILE))
 
 
 def search_status(state: dict) -> str:

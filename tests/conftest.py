@@ -133,8 +133,8 @@ def files_config(model_dir, data_dir: Path, **sections) -> dict:
 
 @pytest.fixture(scope="session")
 def confirmed_search(tmp_path_factory, tiny_bert_dir):
-    """`raytune-ft search` with a confirm stage (top 2 configs x 2 new seeds): 2 search trials
-    + 4 confirm runs of 2 epochs each."""
+    """`raytune-ft search` with a confirm stage (top 2 configs x 2 new seeds) and the winner
+    evaluated on a labelled test file: 2 search trials + 4 confirm runs of 2 epochs each."""
     import yaml
     from click.testing import CliRunner
 
@@ -150,6 +150,7 @@ def confirmed_search(tmp_path_factory, tiny_bert_dir):
             "num_samples": 2, "scheduler": "fifo", "metric": "loss", "mode": "min",
         },
         confirm={"top_k": 2, "seeds": 2},
+        test={"evaluate": True},
         tracking={"tensorboard": False},
         output={"dir": str(tmp_path / "runs"), "name": "confirmed"},
     )
