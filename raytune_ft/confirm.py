@@ -22,6 +22,7 @@ confirm.json holds the table; best.json names the winning run, its checkpoint, a
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from dataclasses import dataclass
 from functools import partial
@@ -44,6 +45,7 @@ from raytune_ft.results import (
 from raytune_ft.search import RunFolderLog, run_trial
 
 CONFIRM_DIR = "confirm"  # the confirm runs' epochs.jsonl and trials.jsonl
+CONFIRM_TUNE_NAME = "tune-confirm"  # Ray Tune's experiment folder for the stage, beside the search's tune/
 
 
 @dataclass
@@ -130,8 +132,12 @@ def run_confirm(
         "seed": tune.grid_search(seeds),
         **{key: tune.sample_from(partial(_candidate_value, configs, key)) for key in config.search.space if key != "seed"},
     }
+    # The stage always runs whole: records of an earlier, cut-off attempt (a resumed search) go.
     confirm_dir = Path(run_dir) / CONFIRM_DIR
-    confirm_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(confirm_dir, ignore_errors=True)
+    confirm_dir.mkdir(parents=True)
+    if "://" not in storage:
+        shutil.rmtree(Path(storage) / CONFIRM_TUNE_NAME, ignore_errors=True)
     runs = len(candidates) * len(seeds)
     if not quiet:
         console.print(f"confirm: the top {len(candidates)} configs x {len(seeds)} new seeds ({', '.join(map(str, seeds))}): "
@@ -144,7 +150,7 @@ def run_confirm(
             metric=f"eval_{config.metric}", mode=config.search.mode, scheduler=FIFOScheduler(),
             num_samples=1, max_concurrent_trials=max_concurrent,
         ),
-        run_config=tune.RunConfig(name="tune-confirm", storage_path=storage,
+        run_config=tune.RunConfig(name=CONFIRM_TUNE_NAME, storage_path=storage,
                                   callbacks=[RunFolderLog(confirm_dir, config, progress)], verbose=0),
     )
     progress.start()

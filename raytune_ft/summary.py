@@ -179,7 +179,8 @@ def summarize_run(run_dir: Path, now: float | None = None) -> RunSummary:
         trial.winner = trial.trial_id == winner
     started = state.get("started_at")
     wall = ((state.get("ended_at") or now) - started) if started else None
-    return RunSummary(run_dir, config, status, rows, trials, best, wall, searched, confirm, read_json(run_dir, TEST_FILE))
+    return RunSummary(run_dir, config, status, rows, trials, best, wall, searched,
+                      confirm=confirm, test=read_json(run_dir, TEST_FILE))
 
 
 def search_status(state: dict) -> str:
