@@ -67,6 +67,11 @@ def best_rows_by_trial(rows: list[dict], metric: str, mode: str) -> dict[str, di
     return {trial_id: row for trial_id, row in best.items() if row is not None}
 
 
+def confirmed_keys(config: Config) -> list[str]:
+    """The searched keys a candidate config is made of: all but seed, which the stage replaces."""
+    return [name for name in config.search.space if name != "seed"]
+
+
 def top_candidates(rows: list[dict], config: Config) -> list[dict]:
     """The top_k distinct configs by their trial's best epoch (ties: the earliest reported)."""
     key = f"eval_{config.metric}"
@@ -74,7 +79,7 @@ def top_candidates(rows: list[dict], config: Config) -> list[dict]:
                     key=lambda row: row[key], reverse=config.search.mode == "max")
     candidates, seen = [], set()
     for row in ranked:
-        params = {name: row[name] for name in config.search.space if name in row}
+        params = {name: row[name] for name in confirmed_keys(config) if name in row}
         identity = json.dumps(params, sort_keys=True)
         if identity in seen:  # two trials of the same config (a search with no space)
             continue
@@ -130,7 +135,7 @@ def run_confirm(
     param_space = {
         "candidate": tune.grid_search(list(range(len(candidates)))),
         "seed": tune.grid_search(seeds),
-        **{key: tune.sample_from(partial(_candidate_value, configs, key)) for key in config.search.space if key != "seed"},
+        **{key: tune.sample_from(partial(_candidate_value, configs, key)) for key in confirmed_keys(config)},
     }
     # The stage always runs whole: records of an earlier, cut-off attempt (a resumed search) go.
     confirm_dir = Path(run_dir) / CONFIRM_DIR
@@ -212,7 +217,7 @@ def confirm_results(
     document = {
         "metric": key, "mode": mode, "top_k": config.confirm.top_k, "seeds": seeds,
         "search_seeds": sorted(search_seeds(search_rows, config)),
-        "searched": list(config.search.space),
+        "searched": confirmed_keys(config),
         "candidates": candidates,
         "winner": winner["candidate"] if winner else None,
         "exported": {"trial_id": best.trial_id, "seed": best.config.get("seed"), "epoch": best.metrics.get("epoch"),

@@ -16,7 +16,7 @@ from conftest import quick_config
 
 from raytune_ft.cli import main
 from raytune_ft.config import ConfigError, validate_config
-from raytune_ft.confirm import confirm_results, new_seeds, top_candidates
+from raytune_ft.confirm import confirm_results, new_seeds, search_seeds, top_candidates
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -136,6 +136,17 @@ def test_candidates_are_distinct_configs_ranked_by_their_best_epoch():
     candidates = top_candidates(rows, config)
     assert [(c["search"]["trial_id"], c["search"]["score"], c["config"]) for c in candidates] == [
         ("a", 0.9, {"learning_rate": 1e-3}), ("b", 0.7, {"learning_rate": 1e-4})]  # c repeats a's config
+
+
+def test_a_searched_seed_is_not_part_of_a_candidate_config():
+    space = {"learning_rate": {"loguniform": [1e-5, 1e-2]}, "seed": {"randint": [0, 100]}}
+    config = validate_config(quick_config("m", search={"space": space}, confirm={"top_k": 2}))
+    rows = [row("a", 1, 0.9, learning_rate=1e-3, seed=7), row("b", 1, 0.8, learning_rate=1e-3, seed=9),
+            row("c", 1, 0.7, learning_rate=1e-4, seed=7)]
+    candidates = top_candidates(rows, config)
+    assert [(c["search"]["trial_id"], c["config"], c["search"]["seed"]) for c in candidates] == [
+        ("a", {"learning_rate": 1e-3}, 7), ("c", {"learning_rate": 1e-4}, 7)]  # b is a's config with another seed
+    assert new_seeds(search_seeds(rows, config), config.train.seed, 3) == [43, 44, 45]
 
 
 def test_new_seeds_skip_every_seed_the_search_used():
