@@ -41,7 +41,7 @@ class DataSection(Section):
     validation_file: str | None = None
     validation_mismatched_file: str | None = None  # mnli only: the mismatched dev set
     test_file: str | None = None  # optional: checked and tokenized with the rest; the search never uses it
-    max_length: int = Field(128, gt=0, le=8192)
+    max_length: int = Field(128, gt=0, le=8192)  # tokens per example; train.max_length (fixed or searched) overrides it
     max_train_samples: int | None = Field(None, gt=0)
     max_eval_samples: int | None = Field(None, gt=0)
     # The columns of the data that hold the text(s) and the label. Default: the task's
@@ -69,6 +69,9 @@ class TrainSection(Section):
     weight_decay: float = Field(0.0, ge=0, lt=1)
     seed: int = 42
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    # Tokens per example this run trains and evaluates on; null: data.max_length. Searched
+    # with `choice` only: the data is tokenized once per value, before Ray starts.
+    max_length: int | None = Field(None, gt=0, le=8192)
 
 
 # How a searched hyperparameter is sampled: the name of a Ray Tune sampler and its arguments.
@@ -78,7 +81,7 @@ SAMPLERS = {
     "randint": 2,  # [low, high), high exclusive as in Ray Tune
     "choice": None,  # [v1, v2, ...]
 }
-SEARCHABLE = ("learning_rate", "num_epochs", "warmup_ratio", "batch_size", "weight_decay", "seed")
+SEARCHABLE = ("learning_rate", "num_epochs", "warmup_ratio", "batch_size", "weight_decay", "seed", "max_length")
 
 
 class SearchSection(Section):
@@ -123,6 +126,10 @@ class SearchSection(Section):
                     f"samplers: {', '.join(SAMPLERS)}"
                 )
             sampler, args = next(iter(spec.items()))
+            if key == "max_length" and sampler != "choice":
+                raise ValueError(
+                    "search.space.max_length: use choice, e.g. {choice: [64, 128]}; the data is tokenized once per value"
+                )
             want = SAMPLERS[sampler]
             if not isinstance(args, list) or not args or (want and len(args) != want):
                 raise ValueError(f"search.space.{key}.{sampler}: needs a list of {want or 'one or more'} values")
@@ -188,6 +195,19 @@ class OutputSection(Section):
     storage_path: str | None = None
 
 
+class ConfirmSection(Section):
+    # After the search: re-run the top_k configs (each trial's best epoch on the search
+    # metric) with `seeds` new train.seed values each, and pick the winner by the mean.
+    top_k: int = Field(0, ge=0)  # 0: no confirm stage
+    seeds: int = Field(3, ge=2)  # mean ± std needs two or more
+
+
+class HoldoutSection(Section):
+    # After the search (and confirm): evaluate the winner's checkpoint once on data.test_file
+    # (labels required); written to test.json, apart from the dev metrics that chose it.
+    evaluate: bool = False
+
+
 class TrackingSection(Section):
     # Per trial, per epoch. Both are local files by default: no account, no server, no network.
     tensorboard: bool = True  # <run folder>/tensorboard/<trial_id>/ (tensorboard --logdir <run folder>/tensorboard)
@@ -205,6 +225,8 @@ class Config(Section):
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
     output: OutputSection = Field(default_factory=OutputSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
+    confirm: ConfirmSection = Field(default_factory=ConfirmSection)
+    test: HoldoutSection = Field(default_factory=HoldoutSection)
 
     @field_validator("task")
     @classmethod
@@ -239,6 +261,7 @@ class Config(Section):
                     f"({', '.join(task.text_columns)}); name as many"
                 )
         self._check_files()
+        self._check_test()
         self._check_points_to_evaluate()
         self.check_search_metric()
         return self
@@ -257,15 +280,37 @@ class Config(Section):
         if "validation_mismatched" in files and "validation_mismatched" not in needed:
             raise ValueError("data.validation_mismatched_file: only for task mnli (its second dev set)")
 
+    def _check_test(self) -> None:
+        if not self.test.evaluate:
+            return
+        if self.data.test_file is None:
+            raise ValueError("test.evaluate: needs a labelled test split; give it with data.test_file")
+        if not self.output.keep_checkpoints:
+            raise ValueError("test.evaluate: the winner is evaluated from its checkpoint; set output.keep_checkpoints: true")
+
     def _check_points_to_evaluate(self) -> None:
         """A point may leave keys out; they take the train.* value, which must be in the space."""
         for index, point in enumerate(self.search.points_to_evaluate or []):
             for key in self.search.space.keys() - point.keys():
-                if not inside_space(self.search.space[key], getattr(self.train, key)):
+                if not inside_space(self.search.space[key], self.train_value(key)):
                     raise ValueError(
-                        f"search.points_to_evaluate[{index}]: give {key}; train.{key}={getattr(self.train, key)!r} "
+                        f"search.points_to_evaluate[{index}]: give {key}; train.{key}={self.train_value(key)!r} "
                         "is outside its search space"
                     )
+
+    def train_value(self, key: str) -> Any:
+        """A train.* value as a run uses it (train.max_length: null means data.max_length)."""
+        return self.max_length if key == "max_length" else getattr(self.train, key)
+
+    @property
+    def max_length(self) -> int:
+        """Tokens per example for this run: train.max_length, or else data.max_length."""
+        return self.train.max_length or self.data.max_length
+
+    def max_lengths(self) -> list[int]:
+        """Every max_length some trial can use: the data is tokenized once for each."""
+        spec = self.search.space.get("max_length")
+        return sorted(set(spec["choice"])) if spec else [self.max_length]
 
     def check_search_metric(self) -> None:
         """Also called once a custom task's labels are read from the data (f1 needs two)."""

@@ -56,6 +56,8 @@ def load_raw_dataset(config: Config) -> datasets.DatasetDict:
         config.data.label_names = labels_found(tables["train"], columns["label"])
         config.check_search_metric()  # f1 needs exactly two labels
         task = config.task_spec()
+    if "test" in tables and _unlabelled(tables["test"], columns["label"]):
+        del tables["test"].columns[columns["label"]]  # GLUE's test files: -1 for "no label"
     raw = datasets.DatasetDict({split: to_dataset(table, task, columns) for split, table in tables.items()})
     return take_subsets(raw, config, task)
 
@@ -149,6 +151,11 @@ def labels_found(table: Table, label_column: str) -> list[str]:
     if all(re.fullmatch(r"-?\d+", label) for label in found):
         return sorted(found, key=int)
     return sorted(found)
+
+
+def _unlabelled(table: Table, label_column: str) -> bool:
+    values = table.columns.get(label_column)
+    return values is not None and all(_label_text(value) in ("", "-1") for value in values)
 
 
 def to_dataset(table: Table, task: Task, columns: dict[str, str]) -> datasets.Dataset:
@@ -261,7 +268,8 @@ def tokenize(raw: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase, task
     )
 
 
-def tokenized_cache_key(config: Config, raw: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase) -> str:
+def tokenized_cache_key(config: Config, raw: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase,
+                        max_length: int | None = None) -> str:
     """What the tokenized data depends on: the rows themselves, the tokenizer, max_length."""
     parts = {
         "version": CACHE_FORMAT_VERSION,
@@ -271,20 +279,35 @@ def tokenized_cache_key(config: Config, raw: datasets.DatasetDict, tokenizer: Pr
         "tokenizer": tokenizer.__class__.__name__,
         "vocab": hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest(),
         "lowercase": getattr(tokenizer, "do_lower_case", None),
-        "max_length": config.data.max_length,
+        "max_length": max_length or config.max_length,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def prepare_tokenized_data(config: Config, cache_dir: Path | None = None) -> tuple[Path, bool]:
     """Tokenize the config's data once and cache it; returns (cache folder, was it cached already)."""
+    return prepare_tokenized_lengths(config, cache_dir)[config.max_length]
+
+
+def prepare_tokenized_lengths(config: Config, cache_dir: Path | None = None) -> dict[int, tuple[Path, bool]]:
+    """The data tokenized at every max_length a trial can use (one, unless max_length is
+    searched): {max_length: (cache folder, was it cached already)}.
+
+    One tokenization per value rather than one at the longest, cut shorter per trial: for
+    sentence pairs the tokenizer truncates the longer sentence first, so cutting the ids
+    afterwards would drop the second sentence instead.
+    """
     raw = load_raw_dataset(config)
     tokenizer = load_tokenizer(config)
     cache_root = Path(cache_dir or default_cache_dir()) / "tokenized"
-    target = cache_root / tokenized_cache_key(config, raw, tokenizer)
+    return {length: _tokenized_cached(raw, tokenizer, config, length, cache_root) for length in config.max_lengths()}
+
+
+def _tokenized_cached(raw, tokenizer, config: Config, max_length: int, cache_root: Path) -> tuple[Path, bool]:
+    target = cache_root / tokenized_cache_key(config, raw, tokenizer, max_length)
     if (target / "dataset_dict.json").is_file():
         return target, True
-    tokenized = tokenize(raw, tokenizer, config.task_spec(), config.data.max_length)
+    tokenized = tokenize(raw, tokenizer, config.task_spec(), max_length)
     # Write beside the target and rename: a crash never leaves a half-written cache entry.
     cache_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".writing-", dir=cache_root))

@@ -79,6 +79,65 @@ def history_rows(summary: RunSummary) -> tuple[list[str], list[list[list[str]]]]
     return headers, groups
 
 
+def confirm_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
+    """The confirm stage (confirm.json): one row per re-run config, in the search's order."""
+    confirm = summary.confirm or {}
+    searched = confirm.get("searched", summary.searched)
+    headers = ["config", "search trial", *searched, "search best", "mean", "± std", "seeds done", "per seed"]
+    rows = []
+    for candidate in confirm.get("candidates", []):
+        per_seed = ", ".join(
+            f"{run['seed']}: {format_value(run['score']) if run['status'] == 'finished' else run['status']}"
+            for run in candidate["runs"]
+        )
+        rows.append([
+            f"#{candidate['candidate'] + 1}" + (f" {WINNER_MARK}" if candidate.get("winner") else ""),
+            candidate["search"]["trial_id"],
+            *(format_value(candidate["config"].get(name)) for name in searched),
+            format_value(candidate["search"]["score"]), format_value(candidate["mean"]), format_value(candidate["std"]),
+            f"{len(candidate['scores'])}/{len(confirm['seeds'])}", per_seed,
+        ])
+    return headers, rows
+
+
+def confirm_title(summary: RunSummary) -> str:
+    confirm = summary.confirm or {}
+    return (f"Confirm: the top {len(confirm.get('candidates', []))} configs with new seeds, {confirm.get('metric')} "
+            f"of each run's best epoch; winner {WINNER_MARK} by the mean")
+
+
+def winner_lines(summary: RunSummary) -> list[str]:
+    """How the winner was confirmed (confirm.json) and how it scores on test (test.json)."""
+    lines = []
+    confirm, test = summary.confirm, summary.test
+    if confirm:
+        seeds = ", ".join(map(str, confirm["seeds"]))
+        head = f"confirm: the top {len(confirm['candidates'])} configs x {len(confirm['seeds'])} new seeds ({seeds})"
+        if confirm.get("winner") is None:
+            lines.append(f"{head}: no config finished its runs; best.json keeps the search's best trial")
+        else:
+            winner = confirm["candidates"][confirm["winner"]]
+            std = f" ± {winner['std']:.4f}" if winner["std"] is not None else ""
+            exported = confirm["exported"]
+            lines.append(
+                f"{head}: winner config #{winner['candidate'] + 1} (search trial {winner['search']['trial_id']}) "
+                f"mean {confirm['metric']}={winner['mean']:.4f}{std} over {len(winner['scores'])} seeds; "
+                f"exported model: trial {exported['trial_id']} (seed {exported['seed']}) epoch {exported['epoch']} "
+                f"{confirm['metric']}={format_value(exported['score'])}"
+            )
+            if winner["candidate"] != 0:
+                lines.append(f"the search's best trial ({confirm['candidates'][0]['search']['trial_id']}) did not win on new seeds")
+        unit = device_unit(confirm.get("device_type") or summary.device_type)
+        lines.append(f"confirm compute: {confirm.get('device_seconds', 0):,.0f} {unit} (not in the search's compute above)")
+    if test:
+        scores = ", ".join(f"{k}={format_value(v)}" for k, v in test["metrics"].items())
+        lines.append(
+            f"test (chosen on dev by {test['chosen_on']}, reported on test, evaluated once): {scores} "
+            f"on {test['examples']} examples of {test['file']} (trial {test['trial_id']} epoch {test['epoch']})"
+        )
+    return lines
+
+
 def summary_lines(summary: RunSummary) -> list[str]:
     """The search in a few sentences: status, best, cost, and what early stopping saved."""
     counts = ", ".join(f"{count} {status}" for status, count in summary.counts().items())
@@ -87,7 +146,8 @@ def summary_lines(summary: RunSummary) -> list[str]:
     best = summary.best
     if best:
         params = ", ".join(f"{k}={format_value(v)}" for k, v in best.config.items()) or "the fixed train values"
-        lines.append(f"best: trial {best.trial_id} epoch {best.metrics['epoch']} {summary.metric_key}={best.metrics[summary.metric_key]:.4f} with {params}")
+        label = "best of the search" if summary.confirm else "best"  # the confirm stage may pick another
+        lines.append(f"{label}: trial {best.trial_id} epoch {best.metrics['epoch']} {summary.metric_key}={best.metrics[summary.metric_key]:.4f} with {params}")
     unit = device_unit(summary.device_type)
     wall = f"; search wall time {summary.wall_seconds:.0f}s" if summary.wall_seconds is not None else ""
     lines.append(f"compute: {summary.device_seconds:,.0f} {unit} over {len(summary.trials)} trials{wall}")
@@ -103,7 +163,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
     for trial in summary.trials:
         if trial.error:
             lines.append(f"trial {trial.trial_id} failed: {trial.error}")
-    return lines
+    return lines + winner_lines(summary)
 
 
 def report_json(summary: RunSummary, files: dict | None = None) -> dict:
@@ -124,6 +184,8 @@ def report_json(summary: RunSummary, files: dict | None = None) -> dict:
             "search_wall_seconds": summary.wall_seconds,
         },
         "epochs": summary.rows,
+        "confirm": summary.confirm,
+        "test": summary.test,
         "files": files or {},
     }
 
@@ -146,6 +208,9 @@ def _rich_table(title: str, headers: list[str], groups: list[list[list[str]]]) -
 def print_summary(summary: RunSummary, console: Console, history: bool = False) -> None:
     headers, rows = trials_rows(summary)
     console.print(_rich_table(trials_title(summary), headers, [rows]))
+    if summary.confirm:
+        headers, rows = confirm_rows(summary)
+        console.print(_rich_table(confirm_title(summary), headers, [rows]))
     if history:
         headers, groups = history_rows(summary)
         console.print(_rich_table(f"Per-epoch history (best epoch {WINNER_MARK})", headers, groups))
@@ -167,6 +232,8 @@ def write_html(summary: RunSummary, plots: list[tuple[Path, str]], path: Path | 
         "".join(f"<p>{html.escape(line)}</p>" for line in summary_lines(summary)),
         f"<h2>{html.escape(trials_title(summary))}</h2>", _html_table(*trials_rows(summary)),
     ]
+    if summary.confirm:
+        parts += [f"<h2>{html.escape(confirm_title(summary))}</h2>", _html_table(*confirm_rows(summary))]
     if plots:
         parts.append("<h2>Plots</h2>")
         for plot, caption in plots:

@@ -4,7 +4,9 @@
 appended as epochs finish, so an interrupted search loses nothing that was reported.
 `trials.jsonl` is the same for trial lifetimes (started, finished, stopped early, failed,
 interrupted), and `search.json` says whether the search is still running: together they
-let `report` tell every trial's status from the run folder alone.
+let `report` tell every trial's status from the run folder alone. After the search,
+`confirm.json` (optional confirm stage), `best.json` (the winner) and `test.json` (the
+winner on the test split, optional) say how the winner was chosen and how it scores.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ TRIALS_FILE = "trials.jsonl"
 SEARCH_FILE = "search.json"
 BEST_FILE = "best.json"
 CONFIG_FILE = "config.yaml"
+CONFIRM_FILE = "confirm.json"  # the confirm stage's table (confirm.py)
+TEST_FILE = "test.json"  # the winner's test-split metrics (holdout.py)
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -77,11 +81,17 @@ def read_search_state(run_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def read_json(run_dir: Path, name: str) -> dict | None:
+    """One of the run folder's JSON files (confirm.json, test.json), or None where it is not there."""
+    path = Path(run_dir) / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def write_search_state(run_dir: Path, state: dict) -> None:
-    _write_json_atomically(Path(run_dir) / SEARCH_FILE, state)
+    write_json_atomically(Path(run_dir) / SEARCH_FILE, state)
 
 
-def _write_json_atomically(path: Path, data: dict) -> None:
+def write_json_atomically(path: Path, data: dict) -> None:
     staging = path.with_suffix(".json.writing")
     staging.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     staging.replace(path)
@@ -93,9 +103,14 @@ class Best:
     config: dict  # the trial's hyperparameters
     metrics: dict  # the best epoch's row
     checkpoint: str | None
+    # With a confirm stage: the winning config's mean over its new seeds (see confirm.py).
+    confirmed: dict | None = None
 
     def to_json(self) -> dict:
-        return {"trial_id": self.trial_id, "config": self.config, "metrics": self.metrics, "checkpoint": self.checkpoint}
+        document = {"trial_id": self.trial_id, "config": self.config, "metrics": self.metrics, "checkpoint": self.checkpoint}
+        if self.confirmed is not None:
+            document["confirmed"] = self.confirmed
+        return document
 
 
 def best_epoch(rows: list[dict], metric: str, mode: str) -> dict | None:
@@ -122,5 +137,5 @@ def find_best(rows: list[dict], metric: str, mode: str, searched: list[str]) -> 
 
 def write_best(run_dir: Path, best: Best) -> Path:
     path = Path(run_dir) / BEST_FILE
-    _write_json_atomically(path, best.to_json())
+    write_json_atomically(path, best.to_json())
     return path

@@ -31,7 +31,8 @@ from rich.console import Console
 from raytune_ft.checkpoints import checkpoint_bytes, prune_ended_trials
 from raytune_ft.cluster import check_storage_is_shared, driver_resources, storage_root
 from raytune_ft.config import Config, ConfigError, inside_space
-from raytune_ft.data import load_tokenized, prepare_tokenized_data
+from raytune_ft.data import load_tokenized, prepare_tokenized_lengths
+from raytune_ft.holdout import check_test_split, evaluate_winner_on_test
 from raytune_ft.progress import SearchProgress
 from raytune_ft.reporting import RayTrainReporter
 from raytune_ft.results import (
@@ -77,7 +78,7 @@ def build_param_space(config: Config) -> dict:
 def points_to_evaluate(config: Config) -> list[dict]:
     """The points tried first: the config's list (completed with train.* values), or else
     the config's own train.* values when the space holds them."""
-    defaults = {key: getattr(config.train, key) for key in config.search.space}
+    defaults = {key: config.train_value(key) for key in config.search.space}
     if config.search.points_to_evaluate is not None:
         return [{**defaults, **point} for point in config.search.points_to_evaluate]
     if not all(inside_space(config.search.space[key], value) for key, value in defaults.items()):
@@ -136,7 +137,8 @@ def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path
     trial_id = tune.get_context().get_trial_id()
     trainer = TorchTrainer(
         ray_train_loop,
-        train_loop_config={"config": config.model_dump(), "data": data[0], "progress_bar": False},
+        # data[0]: the tokenized data per max_length (one, unless max_length is searched).
+        train_loop_config={"config": config.model_dump(), "data": data[0][config.max_length], "progress_bar": False},
         scaling_config=ScalingConfig(
             num_workers=resources.num_workers,
             use_gpu=resources.gpus_per_worker > 0,
@@ -301,9 +303,13 @@ def run_search(
     run_dir = Path(resume_dir).resolve() if resume_dir else new_run_dir(config)
     check_tracking_available(config)
     # Data first: bad data is reported before Ray starts and before the run folder exists.
-    data_path, was_cached = prepare_tokenized_data(config)
+    data_paths = prepare_tokenized_lengths(config)
     if not quiet:
-        console.print(f"tokenized data: {data_path} ({'cache hit' if was_cached else 'tokenized now'})")
+        for length, (data_path, was_cached) in data_paths.items():
+            at = f" (max_length {length})" if len(data_paths) > 1 else ""
+            console.print(f"tokenized data{at}: {data_path} ({'cache hit' if was_cached else 'tokenized now'})")
+    if config.test.evaluate:
+        check_test_split(config, data_paths[config.max_length][0])
 
     # address "local": always a fresh Ray runtime of our own, never a cluster some other
     # process started with `ray start` on this machine (ray.init() would attach to that).
@@ -330,7 +336,7 @@ def run_search(
         state = {"started_at": time.time(), "ended_at": None, "outcome": None, "pid": os.getpid(), "hostname": socket.gethostname()}
     # No end mark in search.json + this process gone = interrupted; `report` relies on it.
     write_search_state(run_dir, state)
-    outcome = "failed"
+    outcome, confirmed = "failed", None
     progress = SearchProgress(console, config.metric, config.search.mode, config.search.num_samples, quiet=quiet)
 
     # Ray's new console output always prints an experiment box and a TensorBoard hint that points
@@ -341,14 +347,10 @@ def run_search(
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     try:
         # Into the object store once; every trial's workers read the same copy.
-        data_ref = ray.put(load_tokenized(data_path, in_memory=True))
+        data_refs = {length: ray.put(load_tokenized(path, in_memory=True)) for length, (path, _) in data_paths.items()}
         searched = list(config.search.space)
-        trainable = tune.with_resources(
-            tune.with_parameters(
-                run_trial, base_config=config.model_dump(), data=[data_ref], storage_path=f"{storage}/trials"
-            ),
-            trial_driver_resources,
-        )
+        trial_kwargs = {"base_config": config.model_dump(), "data": [data_refs], "storage_path": f"{storage}/trials"}
+        trainable = tune.with_resources(tune.with_parameters(run_trial, **trial_kwargs), trial_driver_resources)
         callbacks = [RunFolderLog(run_dir, config, progress), *tracking_callbacks(config, run_dir)]
         if resume_dir:
             # Failed trials (a diverged loss, a bug) stay failed: running them again gives the same.
@@ -381,6 +383,13 @@ def run_search(
         # Tune returns normally after a Ctrl-C; the trials it cut off were marked interrupted.
         interrupted = _cut_off_trials(run_dir)
         outcome = "interrupted" if interrupted else "finished"
+        if outcome == "finished" and config.confirm.top_k:
+            from raytune_ft.confirm import run_confirm  # it imports this module
+
+            progress.stop()
+            confirmed = run_confirm(config, run_dir, trial_kwargs=trial_kwargs, driver_resources=trial_driver_resources,
+                                    max_concurrent=max_concurrent, storage=storage, console=console, quiet=quiet)
+            outcome = confirmed.outcome
     except KeyboardInterrupt:
         outcome = "interrupted"
         raise
@@ -388,12 +397,18 @@ def run_search(
         progress.stop()
         ray.shutdown()
         prune_ended_trials(run_dir, storage)
+        prune_ended_trials(run_dir / "confirm", storage)  # the confirm stage's runs (if any) too
         state.update(ended_at=time.time(), outcome=outcome, checkpoint_bytes=checkpoint_bytes(storage))
         write_search_state(run_dir, state)
 
     best = find_best(read_epochs(run_dir), config.metric, config.search.mode, searched)
+    if confirmed is not None and confirmed.best is not None:
+        best = confirmed.best  # the config with the best mean over new seeds
     if best is not None:
         write_best(run_dir, best)
+        if config.test.evaluate and outcome == "finished":
+            winner_length = best.config.get("max_length", config.max_length)
+            evaluate_winner_on_test(config, best, data_paths[winner_length][0], run_dir)
     return SearchOutcome(run_dir=run_dir, outcome=outcome, best=best)
 
 

@@ -18,7 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raytune_ft.config import Config, ResourcesSection, load_config
-from raytune_ft.results import CONFIG_FILE, Best, find_best, read_epochs, read_search_state, read_trial_events
+from raytune_ft.results import (
+    CONFIG_FILE,
+    CONFIRM_FILE,
+    TEST_FILE,
+    Best,
+    find_best,
+    read_epochs,
+    read_json,
+    read_search_state,
+    read_trial_events,
+)
 
 # How trials end, as trials.jsonl records them; "running" is only ever derived.
 ENDED = ("finished", "stopped early", "failed", "interrupted")
@@ -90,6 +100,8 @@ class RunSummary:
     wall_seconds: float | None  # the whole search's, start to end (or now)
     searched: list[str] = field(default_factory=list)
     checkpoint_bytes: int | None = None  # what the kept checkpoints take on disk, measured at the search's end
+    confirm: dict | None = None  # confirm.json: the top configs re-run with new seeds
+    test: dict | None = None  # test.json: the winner on the test split
 
     @property
     def metric_key(self) -> str:
@@ -155,15 +167,21 @@ def summarize_run(run_dir: Path, now: float | None = None) -> RunSummary:
     trials = _trials(config, rows, read_trial_events(run_dir), status == "running", cut_off)
     searched = list(config.search.space)
     best = find_best(rows, config.metric, config.search.mode, searched)
+    confirm = read_json(run_dir, CONFIRM_FILE)
+    # The winner: the search's best trial, or with a confirm stage the search trial of the config with the best mean.
+    winner = best.trial_id if best is not None else None
+    if confirm and confirm.get("winner") is not None:
+        winner = confirm["candidates"][confirm["winner"]]["search"]["trial_id"]
     pick = max if config.search.mode == "max" else min
     for trial in trials:
         scores = [row[f"eval_{config.metric}"] for row in trial.epochs if isinstance(row.get(f"eval_{config.metric}"), (int, float))]
         trial.best_metric = pick(scores) if scores else None
         trial.last_metric = scores[-1] if scores else None
-        trial.winner = best is not None and trial.trial_id == best.trial_id
+        trial.winner = trial.trial_id == winner
     started = state.get("started_at")
     wall = ((state.get("ended_at") or now) - started) if started else None
-    return RunSummary(run_dir, config, status, rows, trials, best, wall, searched, state.get("checkpoint_bytes"))
+    return RunSummary(run_dir, config, status, rows, trials, best, wall, searched,
+                      checkpoint_bytes=state.get("checkpoint_bytes"), confirm=confirm, test=read_json(run_dir, TEST_FILE))
 
 
 def search_status(state: dict) -> str:

@@ -166,6 +166,7 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
         epoch_start = time.perf_counter()
         loss_sum = torch.zeros((), device=accelerator.device)
         samples = torch.zeros((), device=accelerator.device)
+        longest = 0  # tokens in the widest batch: what max_length let through
         for batch in train_dataloader:
             outputs = model(**batch)
             loss = outputs.loss
@@ -179,10 +180,12 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
             batch_size = batch["labels"].shape[0]
             loss_sum += loss.detach() * batch_size
             samples += batch_size
+            longest = max(longest, batch["input_ids"].shape[1])
         train_seconds = time.perf_counter() - epoch_start
         # With DDP each process saw its own shard of the data: gather the counts, sum the rest.
         samples_per_process = accelerator.gather(samples.reshape(1)).tolist()
         loss_sum, samples = accelerator.reduce(loss_sum, "sum"), accelerator.reduce(samples, "sum")
+        longest = int(accelerator.gather(torch.tensor([longest], device=accelerator.device)).max())
 
         # --- evaluate ----------------------------------------------------------------
         evaluated = {}
@@ -196,6 +199,7 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
             "epoch": epoch,
             **evaluated,
             "train_loss": (loss_sum / samples).item(),
+            "train_longest_sequence": longest,  # tokens in the widest training batch (all processes)
             "learning_rate": hp.learning_rate,  # the trial's (peak) learning rate
             "last_learning_rate": lr_scheduler.get_last_lr()[0],  # where the schedule is now
             "examples_trained": int(samples.item()),

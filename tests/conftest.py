@@ -105,3 +105,56 @@ def finished_search(tmp_path_factory, tiny_bert_dir):
     config_path.write_text(yaml.safe_dump(raw))
     result = CliRunner().invoke(main, ["search", str(config_path)])
     return result, tmp_path / "runs" / "tiny", raw
+
+
+def write_paraphrase_files(folder: Path, sizes: dict[str, int]) -> dict[str, str]:
+    """Built-in paraphrase pairs as JSON Lines files, one per split (each split its own draw)."""
+    import json
+
+    from raytune_ft.builtin_data import paraphrase_split
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for index, (split, size) in enumerate(sizes.items()):
+        columns = paraphrase_split(size, seed=100 + index)
+        rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+        paths[split] = folder / f"{split}.jsonl"
+        paths[split].write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return {f"{split}_file": str(path) for split, path in paths.items()}
+
+
+def files_config(model_dir, data_dir: Path, **sections) -> dict:
+    """quick_config on train/validation/test JSON Lines files (64/32/48 rows) instead of builtin:."""
+    raw = quick_config(model_dir, **sections)
+    files = write_paraphrase_files(data_dir, {"train": 64, "validation": 32, "test": 48})
+    raw["data"] = {**{k: v for k, v in raw["data"].items() if k != "path"}, **files, **sections.get("data", {})}
+    return raw
+
+
+@pytest.fixture(scope="session")
+def confirmed_search(tmp_path_factory, tiny_bert_dir):
+    """`raytune-ft search` with a confirm stage (top 2 configs x 2 new seeds) and the winner
+    evaluated on a labelled test file: 2 search trials + 4 confirm runs of 2 epochs each."""
+    import yaml
+    from click.testing import CliRunner
+
+    from raytune_ft.cli import main
+
+    tmp_path = tmp_path_factory.mktemp("confirmed")
+    raw = files_config(
+        tiny_bert_dir, tmp_path / "data",
+        search={
+            "space": {"learning_rate": {"loguniform": [1e-4, 3e-3]}},
+            "points_to_evaluate": [{"learning_rate": 1e-3}, {"learning_rate": 2e-4}],
+            # eval_loss, not accuracy: a tiny model's accuracies tie at chance, its losses differ.
+            "num_samples": 2, "scheduler": "fifo", "metric": "loss", "mode": "min",
+        },
+        confirm={"top_k": 2, "seeds": 2},
+        test={"evaluate": True},
+        tracking={"tensorboard": False},
+        output={"dir": str(tmp_path / "runs"), "name": "confirmed"},
+    )
+    config_path = tmp_path / "confirmed.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(main, ["search", str(config_path)])
+    return result, tmp_path / "runs" / "confirmed", raw

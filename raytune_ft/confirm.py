@@ -1,0 +1,248 @@
+"""The confirm stage: the search's best configs trained again with new seeds, the winner by the mean.
+
+Fine-tuning on small GLUE sets is seed-sensitive: the search's best trial is often only its
+luckiest. With `confirm.top_k` > 0, once the search has finished:
+
+1. candidates: the top_k distinct configs, ranked by each trial's best epoch on the search
+   metric (epochs.jsonl);
+2. seeds: `confirm.seeds` train.seed values that no search trial used, the same for every
+   candidate (so candidates are compared on equal draws);
+3. a second Ray Tune run over the same trial driver (run_trial): FIFO, no search algorithm,
+   a grid over (candidate, seed); its records go to <run>/confirm/ (epochs.jsonl and
+   trials.jsonl, the same records as the search's);
+4. each run scores its best epoch, as search trials do; a candidate scores the mean over its
+   new seeds (± the sample standard deviation), the search trial not included (it was picked
+   for being good, so it would bias the mean). The winner is the best mean among candidates
+   whose runs all finished (a run that failed counts against its config); the model it
+   exports is the winner's best run on dev: its search trial or one of its confirm runs.
+
+confirm.json holds the table; best.json names the winning run, its checkpoint, and the mean.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+from rich.console import Console
+
+from raytune_ft.config import Config
+from raytune_ft.progress import SearchProgress
+from raytune_ft.results import (
+    CONFIRM_FILE,
+    Best,
+    best_epoch,
+    read_epochs,
+    read_trial_events,
+    write_json_atomically,
+)
+from raytune_ft.search import RunFolderLog, run_trial
+
+CONFIRM_DIR = "confirm"  # the confirm runs' epochs.jsonl and trials.jsonl
+CONFIRM_TUNE_NAME = "tune-confirm"  # Ray Tune's experiment folder for the stage, beside the search's tune/
+
+
+@dataclass
+class ConfirmOutcome:
+    outcome: str  # finished | interrupted
+    best: Best | None  # the confirmed winner's exported run; None when no candidate finished
+
+
+# ---------------------------------------------------------------------------------------
+# What to re-run: candidates and seeds (from the search's epochs.jsonl alone)
+
+
+def best_rows_by_trial(rows: list[dict], metric: str, mode: str) -> dict[str, dict]:
+    """Each trial's best epoch on the metric (trials without a score are left out)."""
+    by_trial: dict[str, list[dict]] = {}
+    for row in rows:
+        by_trial.setdefault(row["trial_id"], []).append(row)
+    best = {trial_id: best_epoch(trial_rows, metric, mode) for trial_id, trial_rows in by_trial.items()}
+    return {trial_id: row for trial_id, row in best.items() if row is not None}
+
+
+def confirmed_keys(config: Config) -> list[str]:
+    """The searched keys a candidate config is made of: all but seed, which the stage replaces."""
+    return [name for name in config.search.space if name != "seed"]
+
+
+def top_candidates(rows: list[dict], config: Config) -> list[dict]:
+    """The top_k distinct configs by their trial's best epoch (ties: the earliest reported)."""
+    key = f"eval_{config.metric}"
+    ranked = sorted(best_rows_by_trial(rows, config.metric, config.search.mode).values(),
+                    key=lambda row: row[key], reverse=config.search.mode == "max")
+    candidates, seen = [], set()
+    for row in ranked:
+        params = {name: row[name] for name in confirmed_keys(config) if name in row}
+        identity = json.dumps(params, sort_keys=True)
+        if identity in seen:  # two trials of the same config (a search with no space)
+            continue
+        seen.add(identity)
+        candidates.append({
+            "candidate": len(candidates), "config": params,
+            "search": {"trial_id": row["trial_id"], "seed": row.get("seed", config.train.seed),
+                       "epoch": row["epoch"], "score": row[key]},
+        })
+        if len(candidates) == config.confirm.top_k:
+            break
+    return candidates
+
+
+def search_seeds(rows: list[dict], config: Config) -> set[int]:
+    return {config.train.seed} | {row["seed"] for row in rows if "seed" in row}
+
+
+def new_seeds(used: set[int], start: int, count: int) -> list[int]:
+    """`count` seeds after `start` that are not in `used`."""
+    seeds, seed = [], start
+    while len(seeds) < count:
+        seed += 1
+        if seed not in used:
+            seeds.append(seed)
+    return seeds
+
+
+# ---------------------------------------------------------------------------------------
+# The second Ray Tune run
+
+
+def run_confirm_trial(params: dict, **trial_kwargs) -> None:
+    """A confirm run is a search trial with its candidate's values and a new seed."""
+    run_trial({key: value for key, value in params.items() if key != "candidate"}, **trial_kwargs)
+
+
+def _candidate_value(configs: list[dict], key: str, spec):
+    return configs[spec.config.candidate][key]
+
+
+def run_confirm(
+    config: Config, run_dir: Path, *, trial_kwargs: dict, driver_resources: dict, max_concurrent: int,
+    storage: str, console: Console, quiet: bool = False,
+) -> ConfirmOutcome:
+    """Re-runs the search's top_k configs with new seeds (Ray must be up); writes confirm.json."""
+    search_rows = read_epochs(run_dir)
+    candidates = top_candidates(search_rows, config)
+    if not candidates:
+        return ConfirmOutcome("finished", None)
+    seeds = new_seeds(search_seeds(search_rows, config), config.train.seed, config.confirm.seeds)
+    configs = [candidate["config"] for candidate in candidates]
+    param_space = {
+        "candidate": tune.grid_search(list(range(len(candidates)))),
+        "seed": tune.grid_search(seeds),
+        **{key: tune.sample_from(partial(_candidate_value, configs, key)) for key in confirmed_keys(config)},
+    }
+    # The stage always runs whole: records of an earlier, cut-off attempt (a resumed search) go.
+    confirm_dir = Path(run_dir) / CONFIRM_DIR
+    shutil.rmtree(confirm_dir, ignore_errors=True)
+    confirm_dir.mkdir(parents=True)
+    if "://" not in storage:
+        shutil.rmtree(Path(storage) / CONFIRM_TUNE_NAME, ignore_errors=True)
+    runs = len(candidates) * len(seeds)
+    if not quiet:
+        console.print(f"confirm: the top {len(candidates)} configs x {len(seeds)} new seeds ({', '.join(map(str, seeds))}): "
+                      f"{runs} runs, {max_concurrent} at a time")
+    progress = SearchProgress(console, config.metric, config.search.mode, runs, quiet=quiet)
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(run_confirm_trial, **trial_kwargs), driver_resources),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=f"eval_{config.metric}", mode=config.search.mode, scheduler=FIFOScheduler(),
+            num_samples=1, max_concurrent_trials=max_concurrent,
+        ),
+        run_config=tune.RunConfig(name=CONFIRM_TUNE_NAME, storage_path=storage,
+                                  callbacks=[RunFolderLog(confirm_dir, config, progress)], verbose=0),
+    )
+    progress.start()
+    try:
+        tuner.fit()
+    finally:
+        progress.stop()
+    events = read_trial_events(confirm_dir)
+    if any(event["event"] == "interrupted" for event in events):
+        return ConfirmOutcome("interrupted", None)
+    document, best = confirm_results(config, candidates, seeds, search_rows, read_epochs(confirm_dir), events)
+    write_json_atomically(Path(run_dir) / CONFIRM_FILE, document)
+    return ConfirmOutcome("finished", best)
+
+
+# ---------------------------------------------------------------------------------------
+# Scores, the winner, and what it exports
+
+
+def confirm_results(
+    config: Config, candidates: list[dict], seeds: list[int], search_rows: list[dict],
+    confirm_rows: list[dict], events: list[dict],
+) -> tuple[dict, Best | None]:
+    """confirm.json's content, and the Best that best.json should name."""
+    key, mode = f"eval_{config.metric}", config.search.mode
+    confirm_best = best_rows_by_trial(confirm_rows, config.metric, mode)
+    ended = {event["trial_id"]: event for event in events if event["event"] != "started"}
+    for candidate in candidates:
+        candidate["runs"] = []
+    for event in events:
+        if event["event"] != "started":
+            continue
+        trial_id, row = event["trial_id"], confirm_best.get(event["trial_id"])
+        end = ended.get(trial_id, {})
+        run = {"trial_id": trial_id, "seed": event["config"]["seed"], "status": end.get("event", "unknown"),
+               "epoch": row["epoch"] if row else None, "score": row[key] if row else None}
+        if end.get("error"):
+            run["error"] = end["error"]
+        candidates[event["config"]["candidate"]]["runs"].append(run)
+
+    for candidate in candidates:
+        candidate["runs"].sort(key=lambda run: run["seed"])
+        scores = [run["score"] for run in candidate["runs"] if run["status"] == "finished" and run["score"] is not None]
+        candidate["scores"] = scores
+        candidate["mean"] = statistics.fmean(scores) if scores else None
+        candidate["std"] = statistics.stdev(scores) if len(scores) >= 2 else None
+        candidate["complete"] = len(scores) == len(seeds)
+
+    # Complete candidates first (a failed seed counts against a config), then by mean.
+    sign = 1 if mode == "max" else -1
+    scored = [c for c in candidates if c["mean"] is not None]
+    ranking = sorted(scored, key=lambda c: (not c["complete"], -sign * c["mean"], c["candidate"]))
+    for rank, candidate in enumerate(ranking, start=1):
+        candidate["rank"] = rank
+    winner = ranking[0] if ranking else None
+    best = _exported_run(config, winner, search_rows, confirm_rows) if winner else None
+    for candidate in candidates:
+        candidate["winner"] = candidate is winner
+    document = {
+        "metric": key, "mode": mode, "top_k": config.confirm.top_k, "seeds": seeds,
+        "search_seeds": sorted(search_seeds(search_rows, config)),
+        "searched": confirmed_keys(config),
+        "candidates": candidates,
+        "winner": winner["candidate"] if winner else None,
+        "exported": {"trial_id": best.trial_id, "seed": best.config.get("seed"), "epoch": best.metrics.get("epoch"),
+                     "score": best.metrics.get(key), "checkpoint": best.checkpoint} if best else None,
+        "device_seconds": sum(event.get("device_seconds", 0.0) for event in ended.values()),
+        "device_type": next((event.get("device_type") for event in ended.values()), None),
+    }
+    return document, best
+
+
+def _exported_run(config: Config, winner: dict, search_rows: list[dict], confirm_rows: list[dict]) -> Best:
+    """The winning config's best run on dev (search trial or confirm run; ties: the search trial)."""
+    finished = {run["trial_id"]: run["seed"] for run in winner["runs"] if run["status"] == "finished"}
+    search_trial = winner["search"]["trial_id"]
+    search_best = best_rows_by_trial([r for r in search_rows if r["trial_id"] == search_trial], config.metric, config.search.mode)
+    confirm_best = best_rows_by_trial([r for r in confirm_rows if r["trial_id"] in finished], config.metric, config.search.mode)
+    rows = [*search_best.values(), *confirm_best.values()]  # the search trial first, for ties
+    row = best_epoch(rows, config.metric, config.search.mode)
+    seed = finished.get(row["trial_id"], winner["search"]["seed"])
+    return Best(
+        trial_id=row["trial_id"],
+        config={**winner["config"], "seed": seed},
+        metrics={k: v for k, v in row.items() if k != "checkpoint_path"},
+        checkpoint=row.get("checkpoint_path"),
+        confirmed={"candidate": winner["candidate"], "metric": f"eval_{config.metric}", "mean": winner["mean"],
+                   "std": winner["std"], "seeds": [run["seed"] for run in winner["runs"]], "scores": winner["scores"],
+                   "search_trial_id": search_trial},
+    )
