@@ -25,6 +25,7 @@ from ray.train import CheckpointConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
@@ -60,7 +61,16 @@ def build_param_space(config: Config) -> dict:
         "randint": lambda a: tune.randint(int(a[0]), int(a[1])),
         "choice": lambda a: tune.choice(a),
     }
+    if config.search.algorithm == "grid":  # every combination (config.py checked: choice lists only)
+        samplers["choice"] = lambda a: tune.grid_search(a)
     return {key: samplers[name](args) for key, spec in config.search.space.items() for name, args in spec.items()}
+
+
+def planned_trials(config: Config) -> int:
+    """How many trials the search runs: num_samples, or for grid num_samples passes over the grid."""
+    if config.search.algorithm != "grid":
+        return config.search.num_samples
+    return config.search.num_samples * math.prod(len(spec["choice"]) for spec in config.search.space.values())
 
 
 def points_to_evaluate(config: Config) -> list[dict]:
@@ -94,9 +104,11 @@ def build_scheduler(config: Config):
     return FIFOScheduler()
 
 
-def build_search_algorithm(config: Config) -> OptunaSearch | None:
-    if not config.search.space:
-        return None  # nothing to search: num_samples repeats of the fixed train values
+def build_search_algorithm(config: Config) -> Searcher | BasicVariantGenerator | None:
+    if not config.search.space or config.search.algorithm == "grid":
+        return None  # Tune's own generator: the grid, or num_samples repeats of the fixed train values
+    if config.search.algorithm == "random":
+        return BasicVariantGenerator(points_to_evaluate=points_to_evaluate(config) or None, random_state=config.search.seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" in our output
     sampler = optuna.samplers.TPESampler(
         seed=config.search.seed,
@@ -292,7 +304,7 @@ def run_search(
     state = {"started_at": time.time(), "ended_at": None, "outcome": None, "pid": os.getpid(), "hostname": socket.gethostname()}
     write_search_state(run_dir, state)
     outcome = "failed"
-    progress = SearchProgress(console, config.metric, config.search.mode, config.search.num_samples, quiet=quiet)
+    progress = SearchProgress(console, config.metric, config.search.mode, planned_trials(config), quiet=quiet)
 
     # Ray's new console output always prints an experiment box and a TensorBoard hint that points
     # into Ray's temporary session folder; SearchProgress is the search's output instead.
@@ -313,8 +325,8 @@ def run_search(
         )
         if not quiet:
             console.print(
-                f"searching {', '.join(searched) or 'nothing (fixed values)'}: {config.search.num_samples} trials, "
-                f"{max_concurrent} at a time, scheduler {config.search.scheduler}, metric eval_{config.metric} ({config.search.mode})"
+                f"searching {', '.join(searched) or 'nothing (fixed values)'}: {planned_trials(config)} trials "
+                f"({config.search.algorithm}), {max_concurrent} at a time, scheduler {config.search.scheduler}, metric eval_{config.metric} ({config.search.mode})"
             )
         tuner = tune.Tuner(
             trainable,
