@@ -90,6 +90,9 @@ class SearchSection(Section):
     metric: str | None = None  # default: the task's main metric; "loss" (eval_loss, with mode min) also works
     mode: Literal["max", "min"] = "max"
     scheduler: Literal["fifo", "asha"] = "asha"
+    # How the next trial's values are chosen: tpe (Optuna), random (Ray Tune's sampling of
+    # the space), or grid (every combination of the keys' choice lists, num_samples times).
+    algorithm: Literal["tpe", "random", "grid"] = "tpe"
     grace_period: int = Field(1, ge=1)  # ASHA: epochs every trial gets before it can be stopped
     reduction_factor: float = Field(2, gt=1)  # ASHA: keep 1/reduction_factor at each rung
     # Optuna (TPE): the same seed gives the same suggestions for the same results.
@@ -100,6 +103,20 @@ class SearchSection(Section):
     # []: none; or a list like [{learning_rate: 5.0e-5, num_epochs: 3}] (keys left out
     # take the train.* value).
     points_to_evaluate: list[dict[str, Any]] | None = None
+
+    @model_validator(mode="after")
+    def _check_grid(self) -> SearchSection:
+        if self.algorithm != "grid":
+            return self
+        not_choice = [key for key, spec in self.space.items() if next(iter(spec)) != "choice"]
+        if not_choice:
+            raise ValueError(
+                f"search.space.{not_choice[0]}: search.algorithm grid needs a choice list for every searched key, "
+                f"e.g. {{choice: [2.0e-5, 5.0e-5]}}"
+            )
+        if self.points_to_evaluate:
+            raise ValueError("search.points_to_evaluate: not used by search.algorithm grid (it tries every combination)")
+        return self
 
     @model_validator(mode="after")
     def _check_points(self) -> "SearchSection":

@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import quick_config
-from raytune_ft.config import ConfigError, validate_config
+from raytune_ft.config import ConfigError, load_config, validate_config
 from raytune_ft.search import build_param_space, build_search_algorithm, points_to_evaluate
 
 SPACE = {
@@ -86,3 +86,21 @@ def test_an_empty_list_skips_the_default_point():
 def test_points_outside_the_space_are_refused(points, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         validate_config(quick_config("m", search={"space": SPACE, "points_to_evaluate": points}))
+
+
+def test_grid_and_random_algorithms():
+    from ray.tune.search import BasicVariantGenerator
+
+    from raytune_ft.search import planned_trials
+
+    grid = load_config(None, [
+        "search.algorithm=grid", "search.num_samples=1",
+        "search.space={learning_rate: {choice: [1.0e-5, 3.0e-5]}, num_epochs: {choice: [1, 2, 3]}}",
+    ])
+    assert build_param_space(grid) == {"learning_rate": {"grid_search": [1e-5, 3e-5]}, "num_epochs": {"grid_search": [1, 2, 3]}}
+    assert build_search_algorithm(grid) is None and planned_trials(grid) == 6
+    assert isinstance(build_search_algorithm(load_config(None, ["search.algorithm=random", "search.space={learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}"])), BasicVariantGenerator)
+    with pytest.raises(ConfigError, match="grid needs a choice list"):
+        load_config(None, ["search.algorithm=grid", "search.space={learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}"])
+    with pytest.raises(ConfigError, match="algorithm"):
+        load_config(None, ["search.algorithm=bayes"])

@@ -1,0 +1,18 @@
+"""What each Ray Train worker of a trial runs, in a module of its own.
+
+Ray pickles the workers' entry point by reference: every process that handles it (the
+trial driver, the Ray Train controller, the workers) imports the module that defines it.
+This module imports nothing at the top, so only the workers, which run the loop, pay for
+torch, transformers and accelerate; none of them pays for raytune_ft.search (Ray Tune,
+Optuna, rich, the tracking callbacks), which a worker never uses.
+"""
+
+from __future__ import annotations
+
+
+def ray_train_loop(loop_config: dict) -> None:
+    """What each Ray Train worker runs."""
+    from raytune_ft.reporting import RayTrainReporter
+    from raytune_ft.training import training_function
+
+    training_function(loop_config, RayTrainReporter())
