@@ -117,11 +117,14 @@ def build_scheduler(config: Config):
     return FIFOScheduler()
 
 
-def build_search_algorithm(config: Config) -> Searcher | BasicVariantGenerator | None:
+def build_search_algorithm(config: Config, max_concurrent: int = 0) -> Searcher | BasicVariantGenerator | None:
     if not config.search.space or config.search.algorithm == "grid":
         return None  # Tune's own generator: the grid, or num_samples repeats of the fixed train values
     if config.search.algorithm == "random":
-        return BasicVariantGenerator(points_to_evaluate=points_to_evaluate(config) or None, random_state=config.search.seed)
+        # Tune ignores max_concurrent_trials for a generator passed in (seen: all trials started at once).
+        return BasicVariantGenerator(
+            points_to_evaluate=points_to_evaluate(config) or None, random_state=config.search.seed, max_concurrent=max_concurrent
+        )
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" in our output
     sampler = optuna.samplers.TPESampler(
         seed=config.search.seed,
@@ -381,7 +384,7 @@ def run_search(
                 tune_config=tune.TuneConfig(
                     metric=f"eval_{config.metric}",
                     mode=config.search.mode,
-                    search_alg=build_search_algorithm(config),
+                    search_alg=build_search_algorithm(config, max_concurrent),
                     scheduler=build_scheduler(config),
                     num_samples=config.search.num_samples,
                     max_concurrent_trials=max_concurrent,

@@ -99,7 +99,8 @@ def test_grid_and_random_algorithms():
     ])
     assert build_param_space(grid) == {"learning_rate": {"grid_search": [1e-5, 3e-5]}, "num_epochs": {"grid_search": [1, 2, 3]}}
     assert build_search_algorithm(grid) is None and planned_trials(grid) == 6
-    assert isinstance(build_search_algorithm(load_config(None, ["search.algorithm=random", "search.space={learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}"])), BasicVariantGenerator)
+    random = build_search_algorithm(load_config(None, ["search.algorithm=random", "search.space={learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}"]), 2)
+    assert isinstance(random, BasicVariantGenerator) and random.max_concurrent == 2
     with pytest.raises(ConfigError, match="grid needs a choice list"):
         load_config(None, ["search.algorithm=grid", "search.space={learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}"])
     with pytest.raises(ConfigError, match="algorithm"):

