@@ -12,20 +12,25 @@ import shutil
 from pathlib import Path
 
 from raytune_ft.reporting import TRAINING_STATE_FILE
-from raytune_ft.results import read_epochs, read_trial_events
+from raytune_ft.results import last_trial_events, read_epochs
 
 ENDED = ("finished", "stopped early", "failed")
 
 
+def train_run_name(trial_id: str) -> str:
+    """The name of a trial's Ray Train run: a restarted trial finds its checkpoints under it."""
+    return f"train-{trial_id}"
+
+
 def trial_folder(storage: str, trial_id: str) -> Path:
-    """Where a trial's TorchTrainer writes (search.run_trial names it train-<trial id>)."""
-    return Path(storage) / "trials" / f"train-{trial_id}"
+    """Where a trial's TorchTrainer writes (search.run_trial passes <storage>/trials)."""
+    return Path(storage) / "trials" / train_run_name(trial_id)
 
 
 def prune_ended_trials(run_dir: Path, storage: str) -> None:
     if "://" in storage:
         return  # cloud storage: Ray Train's own bound (best + latest per trial) applies
-    last_event = {event["trial_id"]: event["event"] for event in read_trial_events(run_dir)}
+    last_event = last_trial_events(run_dir)
     best_checkpoint: dict[str, str] = {}
     for row in read_epochs(run_dir):
         if row.get("best_so_far") and row.get("checkpoint_path"):

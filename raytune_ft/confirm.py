@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -38,6 +38,8 @@ from raytune_ft.results import (
     CONFIRM_FILE,
     Best,
     best_epoch,
+    find_best,
+    last_trial_events,
     read_epochs,
     read_trial_events,
     write_json_atomically,
@@ -163,9 +165,9 @@ def run_confirm(
         tuner.fit()
     finally:
         progress.stop()
-    events = read_trial_events(confirm_dir)
-    if any(event["event"] == "interrupted" for event in events):
+    if "interrupted" in last_trial_events(confirm_dir).values():
         return ConfirmOutcome("interrupted", None)
+    events = read_trial_events(confirm_dir)
     document, best = confirm_results(config, candidates, seeds, search_rows, read_epochs(confirm_dir), events)
     write_json_atomically(Path(run_dir) / CONFIRM_FILE, document)
     return ConfirmOutcome("finished", best)
@@ -235,13 +237,11 @@ def _exported_run(config: Config, winner: dict, search_rows: list[dict], confirm
     search_best = best_rows_by_trial([r for r in search_rows if r["trial_id"] == search_trial], config.metric, config.search.mode)
     confirm_best = best_rows_by_trial([r for r in confirm_rows if r["trial_id"] in finished], config.metric, config.search.mode)
     rows = [*search_best.values(), *confirm_best.values()]  # the search trial first, for ties
-    row = best_epoch(rows, config.metric, config.search.mode)
-    seed = finished.get(row["trial_id"], winner["search"]["seed"])
-    return Best(
-        trial_id=row["trial_id"],
+    best = find_best(rows, config.metric, config.search.mode, searched=[])
+    seed = finished.get(best.trial_id, winner["search"]["seed"])
+    return replace(
+        best,
         config={**winner["config"], "seed": seed},
-        metrics={k: v for k, v in row.items() if k != "checkpoint_path"},
-        checkpoint=row.get("checkpoint_path"),
         confirmed={"candidate": winner["candidate"], "metric": f"eval_{config.metric}", "mean": winner["mean"],
                    "std": winner["std"], "seeds": [run["seed"] for run in winner["runs"]], "scores": winner["scores"],
                    "search_trial_id": search_trial},

@@ -72,6 +72,11 @@ def read_trial_events(run_dir: Path) -> list[dict]:
     return _read_jsonl(Path(run_dir) / TRIALS_FILE)
 
 
+def last_trial_events(run_dir: Path) -> dict[str, str]:
+    """Each trial's latest event (started, finished, stopped early, failed, interrupted)."""
+    return {event["trial_id"]: event["event"] for event in read_trial_events(run_dir)}
+
+
 def append_trial_event(run_dir: Path, event: dict) -> None:
     _append_jsonl(Path(run_dir) / TRIALS_FILE, event)
 

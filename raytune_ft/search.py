@@ -29,7 +29,7 @@ from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
-from raytune_ft.checkpoints import checkpoint_bytes, prune_ended_trials
+from raytune_ft.checkpoints import checkpoint_bytes, prune_ended_trials, train_run_name
 from raytune_ft.cluster import check_storage_is_shared, driver_resources, storage_root
 from raytune_ft.config import Config, ConfigError, inside_space
 from raytune_ft.data import load_tokenized, prepare_tokenized_lengths
@@ -44,7 +44,7 @@ from raytune_ft.results import (
     make_console,
     read_epochs,
     read_search_state,
-    read_trial_events,
+    last_trial_events,
     write_best,
     write_search_state,
 )
@@ -154,7 +154,7 @@ def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path
             resources_per_worker={"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker},
         ),
         run_config=ray.train.RunConfig(
-            name=f"train-{trial_id}",
+            name=train_run_name(trial_id),
             storage_path=storage_path,
             # Every epoch reports a checkpoint; Ray Train keeps the best one (the newest epoch
             # that improved) and the latest one, which a restart continues from.
@@ -337,12 +337,13 @@ def run_search(
         raise
 
     if resume_dir:
-        state = {**read_search_state(run_dir), "ended_at": None, "outcome": None, "pid": os.getpid(), "hostname": socket.gethostname()}
+        state = read_search_state(run_dir)
         state["resumed_at"] = [*state.get("resumed_at", []), time.time()]
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
-        state = {"started_at": time.time(), "ended_at": None, "outcome": None, "pid": os.getpid(), "hostname": socket.gethostname()}
+        state = {"started_at": time.time()}
+    state.update(ended_at=None, outcome=None, pid=os.getpid(), hostname=socket.gethostname())
     # No end mark in search.json + this process gone = interrupted; `report` relies on it.
     write_search_state(run_dir, state)
     outcome, confirmed = "failed", None
@@ -432,8 +433,7 @@ def run_search(
 
 def _cut_off_trials(run_dir: Path) -> list[str]:
     """Trials whose last event says interrupted: a resumed search runs them on."""
-    last_event = {event["trial_id"]: event["event"] for event in read_trial_events(run_dir)}
-    return [trial_id for trial_id, event in last_event.items() if event == "interrupted"]
+    return [trial_id for trial_id, event in last_trial_events(run_dir).items() if event == "interrupted"]
 
 
 def check_resumable(run_dir: Path, tune_dir: str) -> None:
