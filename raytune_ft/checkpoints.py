@@ -4,6 +4,9 @@ While a trial runs, Ray Train keeps two checkpoints at most (its best and its la
 restart continues from; see search.run_trial). When the search ends, the trials that ended
 (finished, stopped early, failed) drop everything but their best checkpoint, and that one
 drops the optimizer state only a restart needs. Cut-off trials keep both: `--resume` needs them.
+Under PBT a trial may have run as several Train runs (one per restart, see pbt.py), and Ray
+Tune holds copies of its checkpoints (what clones start from): an ended trial keeps only its
+best checkpoint there too.
 """
 
 from __future__ import annotations
@@ -12,44 +15,57 @@ import shutil
 from pathlib import Path
 
 from raytune_ft.reporting import TRAINING_STATE_FILE
-from raytune_ft.results import last_trial_events, read_epochs
+from raytune_ft.results import best_epoch, last_trial_events, read_epochs
 
 ENDED = ("finished", "stopped early", "failed")
 
 
-def train_run_name(trial_id: str) -> str:
-    """The name of a trial's Ray Train run: a restarted trial finds its checkpoints under it."""
-    return f"train-{trial_id}"
+def train_run_name(trial_id: str, segment: str | None = None) -> str:
+    """The name of a trial's Ray Train run: a restarted trial finds its checkpoints under it.
+    Under PBT each start of the trial is a run of its own, named with a segment (pbt.py)."""
+    return f"train-{trial_id}" + (f"-{segment}" if segment else "")
 
 
-def trial_folder(storage: str, trial_id: str) -> Path:
-    """Where a trial's TorchTrainer writes (search.run_trial passes <storage>/trials)."""
-    return Path(storage) / "trials" / train_run_name(trial_id)
+def trial_folders(storage: str, trial_id: str) -> list[Path]:
+    """Where a trial's TorchTrainer runs wrote (search.run_trial passes <storage>/trials)."""
+    trials = Path(storage) / "trials"
+    return [trials / train_run_name(trial_id), *sorted(trials.glob(train_run_name(trial_id, "*")))]
 
 
-def prune_ended_trials(run_dir: Path, storage: str) -> None:
+def tune_checkpoint_copies(storage: str, trial_id: str) -> list[Path]:
+    """Ray Tune's copies of a trial's checkpoints (PBT only): <storage>/tune/<trial folder>/checkpoint_*."""
+    return sorted((Path(storage) / "tune").glob(f"*{trial_id}*/checkpoint_*"))
+
+
+def prune_ended_trials(run_dir: Path, storage: str, metric: str, mode: str) -> None:
     if "://" in storage:
         return  # cloud storage: Ray Train's own bound (best + latest per trial) applies
     last_event = last_trial_events(run_dir)
-    best_checkpoint: dict[str, str] = {}
+    rows_by_trial: dict[str, list[dict]] = {}
     for row in read_epochs(run_dir):
+        # Rows whose epoch improved on the run's best so far: Ray Train kept their checkpoints.
         if row.get("best_so_far") and row.get("checkpoint_path"):
-            best_checkpoint[row["trial_id"]] = row["checkpoint_path"]
+            rows_by_trial.setdefault(row["trial_id"], []).append(row)
+    # A cut-off trial (resumed later) may restart from another trial's copy (a PBT clone): keep them all.
+    keep_copies = "interrupted" in last_event.values()
     for trial_id, event in last_event.items():
-        folder = trial_folder(storage, trial_id)
-        keep = best_checkpoint.get(trial_id)
-        if event not in ENDED or not folder.is_dir() or (keep is None and event != "failed"):
+        best = best_epoch(rows_by_trial.get(trial_id, []), metric, mode)
+        keep = best["checkpoint_path"] if best else None
+        if event not in ENDED or (keep is None and event != "failed"):
             continue  # unknown best (no epoch reported it): delete nothing
-        for checkpoint in folder.glob("checkpoint_*"):
-            if checkpoint.is_dir() and str(checkpoint) != keep:
-                shutil.rmtree(checkpoint, ignore_errors=True)
+        for checkpoint in [] if keep_copies else tune_checkpoint_copies(storage, trial_id):
+            shutil.rmtree(checkpoint, ignore_errors=True)
+        for folder in trial_folders(storage, trial_id):
+            for checkpoint in folder.glob("checkpoint_*"):
+                if checkpoint.is_dir() and str(checkpoint) != keep:
+                    shutil.rmtree(checkpoint, ignore_errors=True)
         if keep:
             (Path(keep) / TRAINING_STATE_FILE).unlink(missing_ok=True)
 
 
 def checkpoint_bytes(storage: str) -> int | None:
-    """Disk the search's checkpoints take now (None for cloud storage)."""
+    """Disk the search's checkpoints take now, Ray Tune's copies (PBT) included (None for cloud storage)."""
     if "://" in storage:
         return None
-    folder = Path(storage) / "trials"
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else 0
+    folders = [Path(storage) / "trials", *(Path(storage) / "tune").glob("*/checkpoint_*")]
+    return sum(path.stat().st_size for folder in folders for path in folder.rglob("*") if path.is_file())

@@ -9,7 +9,9 @@ on, so that path must be shared (an NFS mount on every node, or object storage l
 from __future__ import annotations
 
 import os
+import socket
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import ray
@@ -35,6 +37,30 @@ def check_address(address: str | None) -> None:
             f"--address {address}: Ray Client would write the run folder on the head node, not here; "
             "run raytune-ft on the cluster instead (ray exec cluster.yaml '... --address auto', or ray job submit)"
         )
+
+
+@contextmanager
+def own_local_runtime_address():
+    """For a local Ray runtime of our own: its GCS on a port chosen here, and that address in
+    RAY_ADDRESS for every process it starts. Ray Train's PlacementGroupCleaner (which frees a
+    stopped trial's CPUs) finds its cluster by RAY_ADDRESS, else by looking for a running GCS,
+    which fails when another Ray runtime runs on this machine ("Found multiple active Ray
+    instances"): the CPUs of trials that ASHA stopped or PBT paused then stay reserved, and
+    the next trials wait for them forever. The variables are set back when the search ends."""
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    ip = ray.util.get_node_ip_address()
+    saved = {name: os.environ.get(name) for name in ("RAY_GCS_SERVER_PORT", "RAY_ADDRESS")}
+    os.environ.update(RAY_GCS_SERVER_PORT=str(port), RAY_ADDRESS=f"{ip}:{port}")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def is_uri(path: str) -> bool:

@@ -84,17 +84,26 @@ SAMPLERS = {
 SEARCHABLE = ("learning_rate", "num_epochs", "warmup_ratio", "batch_size", "weight_decay", "seed", "max_length")
 
 
+# What PBT perturbs when it restarts a weak trial from a strong one (when searched).
+PBT_MUTATIONS = ("learning_rate", "warmup_ratio")
+
+
 class SearchSection(Section):
     space: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
     num_samples: int = Field(8, ge=1)
     metric: str | None = None  # default: the task's main metric; "loss" (eval_loss, with mode min) also works
     mode: Literal["max", "min"] = "max"
-    scheduler: Literal["fifo", "asha"] = "asha"
+    # asha stops weak trials early; pbt (Population Based Training) trains a population and, every
+    # perturbation_interval epochs, restarts its worst trials from a copy of its best ones with
+    # perturbed learning_rate / warmup_ratio; fifo runs every trial to its end.
+    scheduler: Literal["fifo", "asha", "pbt"] = "asha"
     # How the next trial's values are chosen: tpe (Optuna), random (Ray Tune's sampling of
     # the space), or grid (every combination of the keys' choice lists, num_samples times).
     algorithm: Literal["tpe", "random", "grid"] = "tpe"
     grace_period: int = Field(1, ge=1)  # ASHA: epochs every trial gets before it can be stopped
     reduction_factor: float = Field(2, gt=1)  # ASHA: keep 1/reduction_factor at each rung
+    perturbation_interval: int = Field(1, ge=1)  # PBT: epochs between exploit/explore steps
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5)  # PBT: the bottom fraction copies the top fraction
     # Optuna (TPE): the same seed gives the same suggestions for the same results.
     seed: int = 0
     multivariate: bool = False  # model the searched hyperparameters jointly, not one by one
@@ -116,6 +125,25 @@ class SearchSection(Section):
             )
         if self.points_to_evaluate:
             raise ValueError("search.points_to_evaluate: not used by search.algorithm grid (it tries every combination)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_pbt(self) -> "SearchSection":
+        if self.scheduler != "pbt":
+            return self
+        # PBT explores by itself: its first population is drawn at random from the space.
+        if "algorithm" in self.model_fields_set and self.algorithm != "random":
+            raise ValueError(
+                f"search.algorithm: {self.algorithm} cannot drive search.scheduler pbt (PBT draws its first population at "
+                "random, then explores itself); remove search.algorithm or set it to random"
+            )
+        if self.algorithm != "random":
+            self.algorithm = "random"  # (assignment is validated: this validator runs again, and passes)
+        if not set(PBT_MUTATIONS) & set(self.space):
+            raise ValueError(
+                f"search.space: search.scheduler pbt perturbs {' or '.join(PBT_MUTATIONS)}; search at least one, "
+                "e.g. learning_rate: {loguniform: [1.0e-5, 1.0e-4]}"
+            )
         return self
 
     @model_validator(mode="after")
@@ -279,6 +307,8 @@ class Config(Section):
                 )
         self._check_files()
         self._check_test()
+        if self.search.scheduler == "pbt" and not self.output.keep_checkpoints:
+            raise ValueError("search.scheduler: pbt restarts weak trials from strong trials' checkpoints; set output.keep_checkpoints: true")
         self._check_points_to_evaluate()
         self.check_search_metric()
         return self

@@ -151,7 +151,8 @@ def run_confirm(
                       f"{runs} runs, {max_concurrent} at a time")
     progress = SearchProgress(console, config.metric, config.search.mode, runs, quiet=quiet)
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(run_confirm_trial, **trial_kwargs), driver_resources),
+        # Plain runs from scratch, also after a PBT search (its schedule of values is not replayed).
+        tune.with_resources(tune.with_parameters(run_confirm_trial, **{**trial_kwargs, "relay_to_tune": False}), driver_resources),
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=f"eval_{config.metric}", mode=config.search.mode, scheduler=FIFOScheduler(),

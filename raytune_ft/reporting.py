@@ -4,7 +4,8 @@
 every process and does not care where it runs: inside Ray Train workers (the search),
 alone (`raytune-ft train`), or under `accelerate launch`. Before it starts, it asks
 `reporter.restore_point()` for a checkpoint to continue from (Ray Train hands back the
-latest one after a worker failure or when an interrupted search is resumed).
+latest one after a worker failure or when an interrupted search is resumed; under PBT the
+trial driver hands over the one Ray Tune restarted the trial with).
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ class RayTrainReporter(EpochReporter):
 
     resumable = True
 
+    def __init__(self, start_from=None):
+        # A ray.train.Checkpoint to start from when this Train run has none of its own yet
+        # (PBT: a trial restarted from its own or from a stronger trial's checkpoint).
+        self.start_from = start_from
+
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         import ray.train
 
@@ -53,8 +59,9 @@ class RayTrainReporter(EpochReporter):
         import ray.train
 
         # Ray Train's latest checkpoint of this trial: after a worker died (FailureConfig), or
-        # when a resumed search restarts the trial's TorchTrainer under the same name.
-        checkpoint = ray.train.get_checkpoint()
+        # when a resumed search restarts the trial's TorchTrainer under the same name; else the
+        # one this run was given to start from.
+        checkpoint = ray.train.get_checkpoint() or self.start_from
         if checkpoint is None:
             yield None
             return

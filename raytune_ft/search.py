@@ -14,6 +14,8 @@ import math
 import os
 import socket
 import time
+import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,9 +32,10 @@ from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
 from raytune_ft.checkpoints import checkpoint_bytes, prune_ended_trials, train_run_name
-from raytune_ft.cluster import check_storage_is_shared, driver_resources, storage_root
+from raytune_ft.cluster import check_storage_is_shared, driver_resources, own_local_runtime_address, storage_root
 from raytune_ft.config import Config, ConfigError, inside_space
 from raytune_ft.data import load_tokenized, prepare_tokenized_lengths
+from raytune_ft.pbt import TuneRelay, build_pbt_scheduler, new_segment, start_checkpoint
 from raytune_ft.holdout import check_test_split, evaluate_winner_on_test
 from raytune_ft.progress import SearchProgress
 from raytune_ft.results import (
@@ -104,6 +107,8 @@ def max_epochs(config: Config) -> int:
 
 
 def build_scheduler(config: Config):
+    if config.search.scheduler == "pbt":
+        return build_pbt_scheduler(config, build_param_space(config))
     if config.search.scheduler == "asha":
         # One Tune iteration = one reported epoch.
         return ASHAScheduler(
@@ -138,23 +143,27 @@ def build_search_algorithm(config: Config, max_concurrent: int = 0) -> Searcher 
 # The trial driver: one Tune trial = one TorchTrainer run
 
 
-def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path: str) -> None:
+def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path: str, relay_to_tune: bool = False) -> None:
+    """relay_to_tune (PBT): epochs reach Tune through this driver, with their checkpoints (pbt.py)."""
     config = Config(**base_config)
     for key, value in trial_params.items():
         setattr(config.train, key, value)
     resources = config.resources
     trial_id = tune.get_context().get_trial_id()
+    relay = TuneRelay() if relay_to_tune else None
     trainer = TorchTrainer(
         ray_train_loop,
         # data[0]: the tokenized data per max_length (one, unless max_length is searched).
-        train_loop_config={"config": config.model_dump(), "data": data[0][config.max_length], "progress_bar": False},
+        # start_from (PBT): the checkpoint Tune restarted this trial with (its own or a clone's donor's).
+        train_loop_config={"config": config.model_dump(), "data": data[0][config.max_length], "progress_bar": False,
+                           "start_from": start_checkpoint() if relay else None},
         scaling_config=ScalingConfig(
             num_workers=resources.num_workers,
             use_gpu=resources.gpus_per_worker > 0,
             resources_per_worker={"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker},
         ),
         run_config=ray.train.RunConfig(
-            name=train_run_name(trial_id),
+            name=train_run_name(trial_id, new_segment() if relay else None),
             storage_path=storage_path,
             # Every epoch reports a checkpoint; Ray Train keeps the best one (the newest epoch
             # that improved) and the latest one, which a restart continues from.
@@ -163,11 +172,14 @@ def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path
             ),
             # A dead worker: the worker group starts again from the latest checkpoint.
             failure_config=FailureConfig(max_failures=resources.max_failures),
-            callbacks=[TuneReportCallback()],
+            callbacks=[relay.callback() if relay else TuneReportCallback()],
             worker_runtime_env={"env_vars": {**WORKER_ENV, "OMP_NUM_THREADS": str(max(1, int(resources.cpus_per_worker)))}},
         ),
     )
-    trainer.fit()
+    if relay:
+        relay.fit(trainer)
+    else:
+        trainer.fit()
 
 
 # ---------------------------------------------------------------------------------------
@@ -179,14 +191,21 @@ class RunFolderLog(tune.Callback):
     trials.jsonl, as they happen, so the run folder alone tells what happened (also for an
     interrupted or still running search)."""
 
-    def __init__(self, run_dir: Path, config: Config, progress: SearchProgress | None = None):
+    def __init__(self, run_dir: Path, config: Config, progress: SearchProgress | None = None, pbt: bool = False):
         self.run_dir, self.progress = run_dir, progress
         self.default_epochs = config.train.num_epochs
+        self.pbt = pbt  # the trials relay their epochs (pbt.py)
         self.device_type, self.devices = trial_devices(config.resources)
         self.started: dict[str, float] = {}
         self.epochs_done: dict[str, int] = {}
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.started:
+            # PBT paused it, or restarted it from a stronger trial's checkpoint with new values.
+            checkpoint = trial.checkpoint.path if trial.checkpoint else None
+            append_trial_event(self.run_dir, {"event": "restarted", "trial_id": trial.trial_id, "time": time.time(),
+                                              "config": trial.config, "from_checkpoint": checkpoint})
+            return
         self.started[trial.trial_id] = time.time()
         event = {
             "event": "started", "trial_id": trial.trial_id, "time": self.started[trial.trial_id],
@@ -198,9 +217,17 @@ class RunFolderLog(tune.Callback):
             self.progress.trial_started(event)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("restored") and self.pbt:
+            # Under PBT every epoch reached Tune with its checkpoint before any restart, so the
+            # epoch a restart says again is not new; for a clone it is its donor's epoch (the
+            # donor's row has it), which the clone now goes on from.
+            self.epochs_done[trial.trial_id] = result["epoch"]
+            return
         row = {"trial_id": trial.trial_id, "epoch": result["epoch"]}
         row.update({k: v for k, v in result.items() if k.startswith(("eval_", "train_")) or k in REPORTED_KEYS})
-        row.update(trial.config)  # the searched hyperparameters, under their train.* names
+        # The searched hyperparameters, under their train.* names, as the trial ran them: Tune's
+        # result["config"] (PBT may already have given trial.config new values for its restart).
+        row.update(result.get("config") or trial.config)
         row["reported_at"] = time.time()  # places the epoch on the search's timeline (compute spent so far)
         append_epoch(self.run_dir, row)
         self.epochs_done[trial.trial_id] = result["epoch"]
@@ -322,6 +349,9 @@ def run_search(
 
     # address "local": always a fresh Ray runtime of our own, never a cluster some other
     # process started with `ray start` on this machine (ray.init() would attach to that).
+    local_address = ExitStack()
+    if not address:
+        local_address.enter_context(own_local_runtime_address())
     ray.init(address=address or "local", log_to_driver=verbose, configure_logging=verbose)
     try:
         # What the cluster must offer is checked before the run folder exists.
@@ -334,6 +364,7 @@ def run_search(
         trial_driver_resources = driver_resources(config)
     except BaseException:
         ray.shutdown()
+        local_address.close()
         raise
 
     if resume_dir:
@@ -359,13 +390,16 @@ def run_search(
     # waits for the next poll: 0.5 s cut a trial's last report -> trial end from 3.0 s to 1.0 s.
     # Tune hands this variable on to the trial drivers, and Ray Train to its controllers.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    # Tune's advice for PBT concerns class trainables (reset_config); our trials restart by design (pbt.py).
+    warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
     try:
         # Into the object store once; every trial's workers read the same copy.
         data_refs = {length: ray.put(load_tokenized(path, in_memory=True)) for length, (path, _) in data_paths.items()}
         searched = list(config.search.space)
-        trial_kwargs = {"base_config": config.model_dump(), "data": [data_refs], "storage_path": f"{storage}/trials"}
+        trial_kwargs = {"base_config": config.model_dump(), "data": [data_refs], "storage_path": f"{storage}/trials",
+                        "relay_to_tune": config.search.scheduler == "pbt"}
         trainable = tune.with_resources(tune.with_parameters(run_trial, **trial_kwargs), trial_driver_resources)
-        callbacks = [RunFolderLog(run_dir, config, progress), *tracking_callbacks(config, run_dir)]
+        callbacks = [RunFolderLog(run_dir, config, progress, pbt=trial_kwargs["relay_to_tune"]), *tracking_callbacks(config, run_dir)]
         if resume_dir:
             # Failed trials (a diverged loss, a bug) stay failed: running them again gives the same.
             tuner = tune.Tuner.restore(f"{storage}/tune", trainable, resume_unfinished=True, resume_errored=False)
@@ -415,8 +449,9 @@ def run_search(
     finally:
         progress.stop()
         ray.shutdown()
-        prune_ended_trials(run_dir, storage)
-        prune_ended_trials(run_dir / "confirm", storage)  # the confirm stage's runs (if any) too
+        local_address.close()
+        prune_ended_trials(run_dir, storage, config.metric, config.search.mode)
+        prune_ended_trials(run_dir / "confirm", storage, config.metric, config.search.mode)  # the confirm stage's runs too
         state.update(ended_at=time.time(), outcome=outcome, checkpoint_bytes=checkpoint_bytes(storage))
         write_search_state(run_dir, state)
 

@@ -146,13 +146,18 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
     if restored is not None:
         optimizer.load_state_dict(restored["optimizer"])
         lr_scheduler.load_state_dict(restored["lr_scheduler"])
+        # The schedule goes on from its step, peaking at this run's learning rate: under PBT a
+        # trial restarts from another trial's checkpoint with a perturbed one (same value otherwise).
+        lr_scheduler.base_lrs = [hp.learning_rate] * len(lr_scheduler.base_lrs)
+        for group, lr_lambda in zip(optimizer.param_groups, lr_scheduler.lr_lambdas):
+            group["lr"] = hp.learning_rate * lr_lambda(lr_scheduler.last_epoch)
         start_epoch, best_score = restored["epoch"] + 1, restored["best_score"]
         divergence.first_loss = restored["first_loss"]
         progress_bar.update(restored["epoch"] * len(train_dataloader))
         timeline["resumed_from_epoch"] = restored["epoch"]
         # Say the restored epoch again: a search killed just after the epoch was saved never
         # heard of it (read_epochs keeps one row per epoch). Its checkpoint is where it was.
-        reporter.report({**restored["last_metrics"], "checkpoint_path": reporter.restored_from}, None)
+        reporter.report({**restored["last_metrics"], "checkpoint_path": reporter.restored_from, "restored": True}, None)
     for epoch in range(start_epoch, hp.num_epochs + 1):
         # --- train -------------------------------------------------------------------
         # Seeded per epoch: an epoch run again after a restart sees the same batches.

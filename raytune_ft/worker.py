@@ -15,4 +15,4 @@ def ray_train_loop(loop_config: dict) -> None:
     from raytune_ft.reporting import RayTrainReporter
     from raytune_ft.training import training_function
 
-    training_function(loop_config, RayTrainReporter())
+    training_function(loop_config, RayTrainReporter(start_from=loop_config.get("start_from")))

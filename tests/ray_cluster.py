@@ -73,17 +73,21 @@ def local_cluster(node_resources: list[dict], cpus_per_node: int = 1):
     temp_dir = tempfile.mkdtemp(prefix="rtft-", dir="/tmp")
     port, dashboard_port = free_port(), free_port()
     common = [f"--num-cpus={cpus_per_node}", "--num-gpus=0", "--object-store-memory=150000000", "--disable-usage-stats"]
+    # The nodes' processes inherit this: Ray Train's PlacementGroupCleaner finds its cluster by
+    # it, not by looking for a running GCS, which fails when another Ray runtime runs on this
+    # machine ("Found multiple active Ray instances"); the CPUs of stopped trials then stay taken.
+    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"}
     try:
         head, *others = node_resources
         subprocess.run(
             [*RAY, "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}", f"--resources={json.dumps(head)}",
              "--include-dashboard=true", f"--dashboard-port={dashboard_port}", *common],
-            check=True, capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+            check=True, capture_output=True, text=True, timeout=120, env=env,
         )
         for resources in others:
             subprocess.run(
                 [*RAY, "start", f"--address=127.0.0.1:{port}", f"--resources={json.dumps(resources)}", *common],
-                check=True, capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+                check=True, capture_output=True, text=True, timeout=120, env=env,
             )
         yield LocalCluster(address=f"127.0.0.1:{port}", dashboard_url=f"http://127.0.0.1:{dashboard_port}")
     finally:

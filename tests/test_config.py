@@ -134,3 +134,20 @@ def test_missing_local_model_folder_exits_2(run_cli, glue_dir):
     assert result.exit_code == 2
     assert "model.name_or_path" in result.output
     assert leftovers == []
+
+
+def test_pbt_draws_its_population_at_random_and_refuses_another_algorithm():
+    config = load_config("configs/mrpc.yaml", ["search.scheduler=pbt"])
+    assert config.search.algorithm == "random"
+    with pytest.raises(ConfigError, match="search.algorithm: tpe cannot drive search.scheduler pbt"):
+        load_config("configs/mrpc.yaml", ["search.scheduler=pbt", "search.algorithm=tpe"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("search.space={num_epochs: {choice: [1, 2]}}", "search.space: search.scheduler pbt perturbs learning_rate or warmup_ratio"),
+    ("output.keep_checkpoints=false", "search.scheduler: pbt restarts weak trials from strong trials' checkpoints"),
+    ("search.quantile_fraction=0.7", "search.quantile_fraction"),
+])
+def test_pbt_needs_something_to_perturb_and_checkpoints(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("configs/mrpc.yaml", ["search.scheduler=pbt", override])

@@ -1,0 +1,120 @@
+"""Population Based Training: a weak trial restarts from a strong trial's checkpoint with a
+perturbed learning rate and goes on from the donor's epoch; afterwards every trial keeps one
+checkpoint, Ray Tune's copies are gone, and nothing is left running on the cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from ray.util.state import list_actors, list_placement_groups
+
+from conftest import quick_config
+from raytune_ft.cli import main
+from ray_cluster import local_cluster
+
+GOOD_LR, BAD_LR = 2e-5, 3e-3
+EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def pbt_search(tiny_bert_dir, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("pbt")
+    raw = quick_config(
+        tiny_bert_dir,
+        # All 1000 rows: epochs of a second or more, so that the two trials, started together,
+        # report in turns and PBT sees both when it ranks them.
+        data={"max_train_samples": 1000},
+        train={"num_epochs": EPOCHS, "warmup_ratio": 0.0},
+        search={
+            # Eval loss: a tiny random model's accuracy ties at chance. A small learning rate and
+            # a large one (whose eval loss is higher): with 2 trials and quantile 0.5 the large
+            # one is the bottom half whenever both have reported, and copies the small one.
+            "space": {"learning_rate": {"loguniform": [1e-6, 3e-3]}},
+            "points_to_evaluate": [{"learning_rate": GOOD_LR}, {"learning_rate": BAD_LR}],
+            "num_samples": 2, "scheduler": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
+            "metric": "loss", "mode": "min", "seed": 0,
+        },
+        resources={"max_concurrent_trials": 2},
+        output={"dir": str(tmp_path / "runs"), "name": "pbt"},
+        tracking={"tensorboard": False},
+    )
+    config_path = tmp_path / "pbt.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    with local_cluster([{"head": 1}], cpus_per_node=2) as cluster:
+        result = CliRunner().invoke(main, ["search", str(config_path), "--address", cluster.address])
+        workers = list_actors(address=cluster.dashboard_url, filters=[("state", "=", "ALIVE"), ("class_name", "=", "RayTrainWorker")], raise_on_missing_output=False)
+        groups = list_placement_groups(address=cluster.dashboard_url, filters=[("state", "=", "CREATED")], raise_on_missing_output=False)
+    run_dir = tmp_path / "runs" / "pbt"
+    rows = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
+    return result, run_dir, rows, events, (len(workers), len(groups))
+
+
+def test_a_weak_trial_restarts_from_a_strong_trials_checkpoint_with_a_perturbed_learning_rate(pbt_search):
+    result, run_dir, rows, events, _ = pbt_search
+    assert result.exit_code == 0, result.output
+    trial_ids = sorted({event["trial_id"] for event in events})
+    assert len(trial_ids) == 2
+    restarts = [event for event in events if event["event"] == "restarted"]
+    clones = [event for event in restarts if event["from_checkpoint"] and not _inside_trial(event["from_checkpoint"], event["trial_id"])]
+    assert clones, f"no trial was restarted from another trial's checkpoint: {restarts}"
+    clone = clones[0]
+    donor = next(t for t in trial_ids if t != clone["trial_id"])
+    assert _inside_trial(clone["from_checkpoint"], donor)
+
+    # The clone's next epoch continues the donor's: restored from the donor's epoch k, it
+    # reports k + 1 with its new learning rate, and the schedule runs on from step k + 1.
+    after = [row for row in rows if row["trial_id"] == clone["trial_id"] and row.get("resumed_from_epoch") is not None
+             and row["reported_at"] >= clone["time"]]
+    assert after, rows
+    first = min(after, key=lambda row: row["reported_at"])
+    new_lr = clone["config"]["learning_rate"]
+    assert first["epoch"] == first["resumed_from_epoch"] + 1
+    assert first["learning_rate"] == pytest.approx(new_lr)
+    assert first["learning_rate"] != pytest.approx(BAD_LR)
+    # Linear decay, no warmup: at the end of epoch e the schedule is at new_lr * (1 - e / EPOCHS).
+    assert first["last_learning_rate"] == pytest.approx(new_lr * (1 - first["epoch"] / EPOCHS), rel=1e-6)
+
+
+def test_every_epoch_is_reported_once_per_lineage_and_every_trial_ends_at_the_last(pbt_search):
+    _, _, rows, events, _ = pbt_search
+    restarts = {}
+    for event in events:
+        if event["event"] == "restarted":
+            restarts.setdefault(event["trial_id"], []).append(event["time"])
+    seen: dict[tuple, float] = {}
+    for row in sorted(rows, key=lambda row: row["reported_at"]):
+        key = (row["trial_id"], row["epoch"])
+        if key in seen:
+            # Only a restart runs an epoch again: the trial ran ahead of PBT's decision, and the
+            # clone goes on from its donor's (earlier) epoch; the later row is the one kept.
+            assert any(seen[key] < time < row["reported_at"] for time in restarts.get(row["trial_id"], [])), key
+        seen[key] = row["reported_at"]
+    ended = {event["trial_id"]: event for event in events if event["event"] not in ("started", "restarted")}
+    # A clone goes on from its donor's epoch: it ends at the last epoch too, having run fewer itself.
+    assert {event["event"] for event in ended.values()} == {"finished"}, ended
+    assert {event["epochs_done"] for event in ended.values()} == {EPOCHS}
+
+
+def test_after_the_search_each_trial_keeps_one_checkpoint_and_tunes_copies_are_gone(pbt_search):
+    result, run_dir, _, events, leftovers = pbt_search
+    assert result.exit_code == 0, result.output
+    assert not [path for path in (run_dir / "tune").glob("*/checkpoint_*") if path.is_dir()]
+    for trial_id in {event["trial_id"] for event in events}:
+        kept = [path for path in (run_dir / "trials").glob(f"train-{trial_id}*/checkpoint_*") if path.is_dir()]
+        assert len(kept) == 1, (trial_id, kept)
+        assert not (kept[0] / "training_state.pt").exists()
+    best = json.loads((run_dir / "best.json").read_text())
+    assert Path(best["checkpoint"]).is_dir()
+    state = json.loads((run_dir / "search.json").read_text())
+    assert state["checkpoint_bytes"] == sum(p.stat().st_size for p in (run_dir / "trials").rglob("*") if p.is_file())
+    assert leftovers == (0, 0)  # no Train worker or placement group alive once the search ended
+
+
+def _inside_trial(path: str, trial_id: str) -> bool:
+    """Whether a Tune checkpoint path lies in the Tune folder of this trial."""
+    return any(trial_id in part for part in Path(path).parts[-2:-1])
