@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from raytune_ft.reporting import TRAINING_STATE_FILE
-from raytune_ft.results import best_epoch, last_trial_events, read_epochs
+from raytune_ft.results import best_epoch, last_trial_events, read_reported_epochs
 
 ENDED = ("finished", "stopped early", "failed")
 
@@ -42,8 +42,11 @@ def prune_ended_trials(run_dir: Path, storage: str, metric: str, mode: str) -> N
         return  # cloud storage: Ray Train's own bound (best + latest per trial) applies
     last_event = last_trial_events(run_dir)
     rows_by_trial: dict[str, list[dict]] = {}
-    for row in read_epochs(run_dir):
-        # Rows whose epoch improved on the run's best so far: Ray Train kept their checkpoints.
+    # Rows as reported, not merged by epoch: under PBT a clone may run an epoch again that its
+    # trial had run before the exploit, and the earlier row may hold the trial's best checkpoint.
+    for row in read_reported_epochs(run_dir):
+        # Rows whose epoch improved on the run's best so far, a strictly better score each: the
+        # best of them is the last improving epoch of its Train run, which Ray Train kept.
         if row.get("best_so_far") and row.get("checkpoint_path"):
             rows_by_trial.setdefault(row["trial_id"], []).append(row)
     # A cut-off trial (resumed later) may restart from another trial's copy (a PBT clone): keep them all.

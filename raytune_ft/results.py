@@ -64,6 +64,11 @@ def read_epochs(run_dir: Path) -> list[dict]:
     return list(rows.values())
 
 
+def read_reported_epochs(run_dir: Path) -> list[dict]:
+    """Every row as it was reported, an epoch that a restart ran again included."""
+    return _read_jsonl(Path(run_dir) / EPOCHS_FILE)
+
+
 def append_epoch(run_dir: Path, row: dict) -> None:
     _append_jsonl(Path(run_dir) / EPOCHS_FILE, row)
 

@@ -118,3 +118,34 @@ def test_after_the_search_each_trial_keeps_one_checkpoint_and_tunes_copies_are_g
 def _inside_trial(path: str, trial_id: str) -> bool:
     """Whether a Tune checkpoint path lies in the Tune folder of this trial."""
     return any(trial_id in part for part in Path(path).parts[-2:-1])
+
+
+def test_pruning_keeps_a_clones_best_checkpoint_from_before_it_was_cloned(tmp_path):
+    """Seen in a run: a trial's best epoch (2, in its first Train run) was run again by the
+    clone it became, without improving; its best checkpoint must survive the pruning."""
+    from raytune_ft.checkpoints import prune_ended_trials
+
+    first, clone = tmp_path / "trials" / "train-t1-aaaa", tmp_path / "trials" / "train-t1-bbbb"
+    kept_by_train = {first / "checkpoint_e2", clone / "checkpoint_e3", clone / "checkpoint_e4"}
+    copy = tmp_path / "tune" / "run_trial_t1_0" / "checkpoint_000001"
+    for folder in (*kept_by_train, copy):
+        folder.mkdir(parents=True)
+        (folder / "training_state.pt").write_text("state")
+    rows = [
+        {"trial_id": "t1", "epoch": 1, "eval_loss": 0.695, "best_so_far": 1.0, "checkpoint_path": str(first / "checkpoint_e1")},
+        {"trial_id": "t1", "epoch": 2, "eval_loss": 0.692, "best_so_far": 1.0, "checkpoint_path": str(first / "checkpoint_e2")},
+        # The clone, from its donor's epoch 1 (whose best score it carries on): no improvement.
+        {"trial_id": "t1", "epoch": 2, "eval_loss": 0.6907, "best_so_far": 0.0, "checkpoint_path": str(clone / "checkpoint_e2")},
+        {"trial_id": "t1", "epoch": 3, "eval_loss": 0.6908, "best_so_far": 0.0, "checkpoint_path": str(clone / "checkpoint_e3")},
+        {"trial_id": "t1", "epoch": 4, "eval_loss": 0.6909, "best_so_far": 0.0, "checkpoint_path": str(clone / "checkpoint_e4")},
+    ]
+    (tmp_path / "epochs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    events = [{"event": "started", "trial_id": "t1"}, {"event": "restarted", "trial_id": "t1"}, {"event": "finished", "trial_id": "t1"}]
+    (tmp_path / "trials.jsonl").write_text("".join(json.dumps(event) + "\n" for event in events))
+
+    prune_ended_trials(tmp_path, str(tmp_path), "loss", "min")
+
+    remaining = {path for path in (tmp_path / "trials").glob("*/checkpoint_*")}
+    assert remaining == {first / "checkpoint_e2"}
+    assert not (first / "checkpoint_e2" / "training_state.pt").exists()
+    assert not copy.exists()
