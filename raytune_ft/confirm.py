@@ -119,8 +119,8 @@ def run_confirm_trial(params: dict, **trial_kwargs) -> None:
     run_trial({key: value for key, value in params.items() if key != "candidate"}, **trial_kwargs)
 
 
-def _candidate_value(configs: list[dict], key: str, spec):
-    return configs[spec.config.candidate][key]
+def _candidate_value(configs: list[dict], key: str, trial_config: dict):
+    return configs[trial_config["candidate"]][key]
 
 
 def run_confirm(
