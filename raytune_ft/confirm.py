@@ -39,7 +39,7 @@ from raytune_ft.results import (
     Best,
     best_epoch,
     find_best,
-    last_trial_events,
+    any_trial_cut_off,
     read_epochs,
     read_trial_events,
     write_json_atomically,
@@ -166,7 +166,7 @@ def run_confirm(
         tuner.fit()
     finally:
         progress.stop()
-    if "interrupted" in last_trial_events(confirm_dir).values():
+    if any_trial_cut_off(confirm_dir):
         return ConfirmOutcome("interrupted", None)
     events = read_trial_events(confirm_dir)
     document, best = confirm_results(config, candidates, seeds, search_rows, read_epochs(confirm_dir), events)

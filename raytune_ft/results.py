@@ -58,7 +58,7 @@ def read_epochs(run_dir: Path) -> list[dict]:
     """One row per trial and epoch, in report order. A trial restarted from a checkpoint says
     that checkpoint's epoch again (see training_function): the rows of one epoch merge."""
     rows: dict[tuple, dict] = {}
-    for row in _read_jsonl(Path(run_dir) / EPOCHS_FILE):
+    for row in read_reported_epochs(run_dir):
         key = (row.get("trial_id"), row.get("epoch"))
         rows[key] = {**rows.pop(key, {}), **row}
     return list(rows.values())
@@ -80,6 +80,11 @@ def read_trial_events(run_dir: Path) -> list[dict]:
 def last_trial_events(run_dir: Path) -> dict[str, str]:
     """Each trial's latest event (started, finished, stopped early, failed, interrupted)."""
     return {event["trial_id"]: event["event"] for event in read_trial_events(run_dir)}
+
+
+def any_trial_cut_off(run_dir: Path) -> bool:
+    """Whether some trial's last event says interrupted (Ctrl-C, a killed search): `--resume` runs it on."""
+    return "interrupted" in last_trial_events(run_dir).values()
 
 
 def append_trial_event(run_dir: Path, event: dict) -> None:

@@ -42,12 +42,12 @@ from raytune_ft.results import (
     CONFIG_FILE,
     Best,
     append_epoch,
+    any_trial_cut_off,
     append_trial_event,
     find_best,
     make_console,
     read_epochs,
     read_search_state,
-    last_trial_events,
     write_best,
     write_search_state,
 )
@@ -434,8 +434,7 @@ def run_search(
         progress.start()
         tuner.fit()
         # Tune returns normally after a Ctrl-C; the trials it cut off were marked interrupted.
-        interrupted = _cut_off_trials(run_dir)
-        outcome = "interrupted" if interrupted else "finished"
+        outcome = "interrupted" if any_trial_cut_off(run_dir) else "finished"
         if outcome == "finished" and config.confirm.top_k:
             from raytune_ft.confirm import run_confirm  # it imports this module
 
@@ -464,11 +463,6 @@ def run_search(
             winner_length = best.config.get("max_length", config.max_length)
             evaluate_winner_on_test(config, best, data_paths[winner_length][0], run_dir)
     return SearchOutcome(run_dir=run_dir, outcome=outcome, best=best)
-
-
-def _cut_off_trials(run_dir: Path) -> list[str]:
-    """Trials whose last event says interrupted: a resumed search runs them on."""
-    return [trial_id for trial_id, event in last_trial_events(run_dir).items() if event == "interrupted"]
 
 
 def check_resumable(run_dir: Path, tune_dir: str) -> None:
