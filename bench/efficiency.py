@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from cli_search import REPO, run_cli_search
+
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 RESULTS = REPO / "bench" / "results"
 LR_LOW, LR_HIGH = 2.0e-5, 2.0e-4
@@ -61,14 +58,7 @@ def run_method(method: str, args, out_dir: Path) -> dict:
         "output.name": method,
         **method_overrides(method, args),
     }
-    command = [sys.executable, "-m", "raytune_ft.cli", "search", str(REPO / "configs" / "mrpc.yaml"), "--quiet"]
-    command += [part for key, value in values.items() for part in ("--set", f"{key}={value}")]
-    if args.lock:  # the shared machine's lock, per method: others' jobs may run between methods, not during
-        command = ["flock", args.lock, *command]
-    print(" ".join(command), flush=True)
-    started = time.time()
-    subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    wall = time.time() - started
+    wall = run_cli_search("mrpc.yaml", values, args.lock)
     return {"wall": wall, **read_run(out_dir / method)}
 
 

