@@ -104,6 +104,11 @@ class SearchSection(Section):
     reduction_factor: float = Field(2, gt=1)  # ASHA: keep 1/reduction_factor at each rung
     perturbation_interval: int = Field(1, ge=1)  # PBT: epochs between exploit/explore steps
     quantile_fraction: float = Field(0.25, gt=0, le=0.5)  # PBT: the bottom fraction copies the top fraction
+    # PBT: false ranks each trial against the others whenever it reaches a perturbation step
+    # (trials that started late are compared with trials further on, and may be cloned onto a
+    # trial's last epoch); true waits until every trial has reached the step, at the price of
+    # restarting every trial there (a trial start-up each).
+    synch: bool = False
     # Optuna (TPE): the same seed gives the same suggestions for the same results.
     seed: int = 0
     multivariate: bool = False  # model the searched hyperparameters jointly, not one by one
@@ -130,6 +135,11 @@ class SearchSection(Section):
     @model_validator(mode="after")
     def _check_pbt(self) -> "SearchSection":
         if self.scheduler != "pbt":
+            if self.synch:
+                raise ValueError(
+                    f"search.synch: only PBT perturbs in step (search.scheduler is {self.scheduler}); "
+                    "set search.scheduler: pbt or remove search.synch"
+                )
             return self
         # PBT explores by itself: its first population is drawn at random from the space.
         if "algorithm" in self.model_fields_set and self.algorithm != "random":

@@ -54,6 +54,7 @@ def build_pbt_scheduler(config: Config, param_space: dict) -> PopulationBasedTra
         hyperparam_mutations=mutations,
         quantile_fraction=config.search.quantile_fraction,
         custom_explore_fn=keep_inside_space,
+        synch=config.search.synch,
     )
 
 

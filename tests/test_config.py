@@ -151,3 +151,9 @@ def test_pbt_draws_its_population_at_random_and_refuses_another_algorithm():
 def test_pbt_needs_something_to_perturb_and_checkpoints(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("configs/mrpc.yaml", ["search.scheduler=pbt", override])
+
+
+def test_synch_belongs_to_pbt():
+    assert load_config("configs/mrpc.yaml", ["search.scheduler=pbt", "search.synch=true"]).search.synch
+    with pytest.raises(ConfigError, match="search.synch: only PBT perturbs in step .search.scheduler is asha."):
+        load_config("configs/mrpc.yaml", ["search.synch=true"])

@@ -17,7 +17,7 @@ from raytune_ft.cli import main
 from ray_cluster import local_cluster
 
 GOOD_LR, BAD_LR = 2e-5, 3e-3
-EPOCHS = 4
+EPOCHS, INTERVAL = 3, 2
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +25,19 @@ def pbt_search(tiny_bert_dir, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("pbt")
     raw = quick_config(
         tiny_bert_dir,
-        # All 1000 rows: epochs of a second or more, so that the two trials, started together,
-        # report in turns and PBT sees both when it ranks them.
         data={"max_train_samples": 1000},
         train={"num_epochs": EPOCHS, "warmup_ratio": 0.0},
         search={
             # Eval loss: a tiny random model's accuracy ties at chance. A small learning rate and
             # a large one (whose eval loss is higher): with 2 trials and quantile 0.5 the large
-            # one is the bottom half whenever both have reported, and copies the small one.
+            # one is the bottom half, and copies the small one.
             "space": {"learning_rate": {"loguniform": [1e-6, 3e-3]}},
             "points_to_evaluate": [{"learning_rate": GOOD_LR}, {"learning_rate": BAD_LR}],
-            "num_samples": 2, "scheduler": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
+            "num_samples": 2, "scheduler": "pbt", "perturbation_interval": INTERVAL, "quantile_fraction": 0.5,
+            # In step: PBT ranks the two at epoch 2 whichever started first. (Asynchronous, a
+            # trial whose start-up lagged by a few one-second epochs was seen ranked only after
+            # the other's last epoch, and cloned onto it with nothing left to train.)
+            "synch": True,
             "metric": "loss", "mode": "min", "seed": 0,
         },
         resources={"max_concurrent_trials": 2},
@@ -73,7 +75,8 @@ def test_a_weak_trial_restarts_from_a_strong_trials_checkpoint_with_a_perturbed_
     assert after, rows
     first = min(after, key=lambda row: row["reported_at"])
     new_lr = clone["config"]["learning_rate"]
-    assert first["epoch"] == first["resumed_from_epoch"] + 1
+    assert first["resumed_from_epoch"] == INTERVAL
+    assert first["epoch"] == INTERVAL + 1
     assert first["learning_rate"] == pytest.approx(new_lr)
     assert first["learning_rate"] != pytest.approx(BAD_LR)
     # Linear decay, no warmup: at the end of epoch e the schedule is at new_lr * (1 - e / EPOCHS).
