@@ -413,6 +413,11 @@ def run_search(
                     f"searching {', '.join(searched) or 'nothing (fixed values)'}: {planned_trials(config)} trials "
                     f"({config.search.algorithm}), {max_concurrent} at a time, scheduler {config.search.scheduler}, metric eval_{config.metric} ({config.search.mode})"
                 )
+                if config.search.scheduler == "pbt" and planned_trials(config) > max_concurrent:
+                    console.print(
+                        f"note: PBT ranks and copies only trials running together: {max_concurrent} at a time; "
+                        "the later trials start as earlier ones end (lower search.num_samples or give more resources)"
+                    )
             tuner = tune.Tuner(
                 trainable,
                 param_space=build_param_space(config),
