@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import ray
+from ray._private import ray_constants
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raytune_ft.config import Config, ConfigError
@@ -26,6 +27,14 @@ DRIVER_RESOURCES = {"cpu": 0, "memory": 100 * 1024**2}
 # The share of a custom resource each trial driver asks for when drivers are pinned to a
 # node (resources.driver_resource): small, so any number of drivers fit there.
 DRIVER_RESOURCE_SHARE = 0.001
+# Ports a Ray node takes by default unless told otherwise: a GCS port chosen at random must
+# not be one of them, or Ray refuses to start ("Ray component dashboard_agent_http is trying
+# to use a port number 52365 that is used by other components"; seen once in CI).
+RAY_DEFAULT_PORTS = frozenset({
+    ray_constants.DEFAULT_PORT,
+    ray_constants.DEFAULT_DASHBOARD_PORT,
+    ray_constants.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT,
+})
 
 
 def check_address(address: str | None) -> None:
@@ -39,6 +48,16 @@ def check_address(address: str | None) -> None:
         )
 
 
+def unused_port(taken: frozenset[int] | set[int] = frozenset()) -> int:
+    """A port free on this machine now that is none of Ray's default ports nor in `taken`."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            port = probe.getsockname()[1]
+        if port not in RAY_DEFAULT_PORTS and port not in taken:
+            return port
+
+
 @contextmanager
 def own_local_runtime_address():
     """For a local Ray runtime of our own: its GCS on a port chosen here, and that address in
@@ -47,9 +66,7 @@ def own_local_runtime_address():
     which fails when another Ray runtime runs on this machine ("Found multiple active Ray
     instances"): the CPUs of trials that ASHA stopped or PBT paused then stay reserved, and
     the next trials wait for them forever. The variables are set back when the search ends."""
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        port = probe.getsockname()[1]
+    port = unused_port()
     ip = ray.util.get_node_ip_address()
     saved = {name: os.environ.get(name) for name in ("RAY_GCS_SERVER_PORT", "RAY_ADDRESS")}
     os.environ.update(RAY_GCS_SERVER_PORT=str(port), RAY_ADDRESS=f"{ip}:{port}")

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from raytune_ft.cluster import unused_port
+
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 
 
@@ -26,12 +27,6 @@ RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 class LocalCluster:
     address: str  # host:port of the GCS, for --address
     dashboard_url: str  # for Ray's state API
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def processes_of(temp_dir: str) -> list[psutil.Process]:
@@ -71,7 +66,8 @@ def local_cluster(node_resources: list[dict], cpus_per_node: int = 1):
     """Start one Ray node per entry of node_resources (the first is the head); yield a LocalCluster."""
     # Short path: Ray's unix sockets live under the temp dir and must stay under 108 bytes.
     temp_dir = tempfile.mkdtemp(prefix="rtft-", dir="/tmp")
-    port, dashboard_port = free_port(), free_port()
+    port = unused_port()
+    dashboard_port = unused_port(taken={port})
     common = [f"--num-cpus={cpus_per_node}", "--num-gpus=0", "--object-store-memory=150000000", "--disable-usage-stats"]
     # The nodes' processes inherit this: Ray Train's PlacementGroupCleaner finds its cluster by
     # it, not by looking for a running GCS, which fails when another Ray runtime runs on this

@@ -107,3 +107,30 @@ def test_ray_client_addresses_are_refused_before_anything_starts(tmp_path, tiny_
     assert result.exit_code == 2
     assert "Ray Client" in result.output and "ray job submit" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_random_port_for_our_own_ray_runtime_is_never_one_ray_takes_by_default(monkeypatch):
+    # The OS once handed out 52365 for the GCS, the dashboard agent's default port, and Ray
+    # refused to start (a CI failure). Here the OS offers Ray's defaults first, then a port
+    # taken by the caller, then a good one: only the good one may come back.
+    import socket
+
+    from raytune_ft import cluster
+
+    offered = iter([52365, 8265, 6379, 40001, 40002])
+
+    class OfferingSocket:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def bind(self, address):
+            self.port = next(offered)
+
+        def getsockname(self):
+            return ("0.0.0.0", self.port)
+
+    monkeypatch.setattr(socket, "socket", OfferingSocket)
+    assert cluster.unused_port(taken={40001}) == 40002
