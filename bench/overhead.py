@@ -11,7 +11,11 @@ Reports wall ratios, in-trial samples/s ratios and the per-trial start-up broken
 (Tune trial start -> training loop running -> data ready -> model ready -> first optimizer
 step). Last line: `BENCH {json}`.
 
-    python bench/overhead.py --trials 4 --train-samples 400
+--scheduler fifo (the default here) lets Ray Tune reuse a trial driver actor for the next
+trial; with asha, the tool's default scheduler, every trial gets a new driver process (as
+under PBT and in the confirm stage), so its start-up includes that process's imports.
+
+    python bench/overhead.py --trials 4 --train-samples 400 [--scheduler asha]
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def overrides(args, out_dir: Path, name: str, concurrent: int) -> dict:
         "train.batch_size": 16,
         "search.space": "{}",  # nothing searched: N trials of the same fixed values
         "search.num_samples": args.trials,
-        "search.scheduler": "fifo",
+        "search.scheduler": args.scheduler,
         "resources.max_concurrent_trials": concurrent,
         "output.keep_checkpoints": "false",
         "output.dir": str(out_dir),
@@ -105,6 +109,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--train-samples", type=int, default=400)
+    parser.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo",
+                        help="asha: a new trial driver process per trial, as the tool's default search runs")
     args = parser.parse_args()
     out_dir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
 
@@ -120,6 +126,7 @@ def main() -> None:
         "bench": "overhead",
         "trials": args.trials,
         "train_samples": args.train_samples,
+        "scheduler": args.scheduler,
         "plain_wall_s": round(plain["wall"], 1),
         "plain_trial_walls_s": [round(w, 1) for w in plain["trial_walls"]],
         "search1_wall_s": round(one_at_a_time["wall"], 1),
