@@ -1,7 +1,7 @@
 """Bounded disk: once a trial has ended, it keeps one checkpoint, its best epoch's model.
 
 While a trial runs, Ray Train keeps two checkpoints at most (its best and its latest, which a
-restart continues from; see search.run_trial). When the search ends, the trials that ended
+restart continues from; see trial.run_trial). When the search ends, the trials that ended
 (finished, stopped early, failed) drop everything but their best checkpoint, and that one
 drops the optimizer state only a restart needs. Cut-off trials keep both: `--resume` needs them.
 Under PBT a trial may have run as several Train runs (one per restart, see pbt.py), and Ray
@@ -27,7 +27,7 @@ def train_run_name(trial_id: str, segment: str | None = None) -> str:
 
 
 def trial_folders(storage: str, trial_id: str) -> list[Path]:
-    """Where a trial's TorchTrainer runs wrote (search.run_trial passes <storage>/trials)."""
+    """Where a trial's TorchTrainer runs wrote (trial.run_trial passes <storage>/trials)."""
     trials = Path(storage) / "trials"
     return [trials / train_run_name(trial_id), *sorted(trials.glob(train_run_name(trial_id, "*")))]
 

@@ -44,7 +44,8 @@ from raytune_ft.results import (
     read_trial_events,
     write_json_atomically,
 )
-from raytune_ft.search import RunFolderLog, run_trial
+from raytune_ft.search import RunFolderLog
+from raytune_ft.trial import run_confirm_trial
 
 CONFIRM_DIR = "confirm"  # the confirm runs' epochs.jsonl and trials.jsonl
 CONFIRM_TUNE_NAME = "tune-confirm"  # Ray Tune's experiment folder for the stage, beside the search's tune/
@@ -112,11 +113,6 @@ def new_seeds(used: set[int], start: int, count: int) -> list[int]:
 
 # ---------------------------------------------------------------------------------------
 # The second Ray Tune run
-
-
-def run_confirm_trial(params: dict, **trial_kwargs) -> None:
-    """A confirm run is a search trial with its candidate's values and a new seed."""
-    run_trial({key: value for key, value in params.items() if key != "candidate"}, **trial_kwargs)
 
 
 def _candidate_value(configs: list[dict], key: str, trial_config: dict):

@@ -3,7 +3,7 @@
 Declared in one place, as Ray Tune's examples read:
   search space (from search.space) -> OptunaSearch (defaults evaluated first)
   -> scheduler (ASHA stops weak trials by epoch) -> Tuner over `run_trial`,
-and `run_trial`, the trial driver, starts a TorchTrainer whose workers run
+and `run_trial` (trial.py), the trial driver, starts a TorchTrainer whose workers run
 `training_function`. Tokenized data is prepared once, before Ray starts, and handed to
 every trial through Ray's object store.
 """
@@ -23,19 +23,16 @@ from pathlib import Path
 import optuna
 import ray
 from ray import tune
-from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
-from raytune_ft.checkpoints import checkpoint_bytes, prune_ended_trials, train_run_name
+from raytune_ft.checkpoints import checkpoint_bytes, prune_ended_trials
 from raytune_ft.cluster import check_storage_is_shared, driver_resources, own_local_runtime_address, storage_root
 from raytune_ft.config import Config, ConfigError, inside_space
 from raytune_ft.data import load_tokenized, prepare_tokenized_lengths
-from raytune_ft.pbt import TuneRelay, build_pbt_scheduler, new_segment, start_checkpoint
+from raytune_ft.pbt import build_pbt_scheduler
 from raytune_ft.holdout import check_test_split, evaluate_winner_on_test
 from raytune_ft.progress import SearchProgress
 from raytune_ft.results import (
@@ -53,15 +50,7 @@ from raytune_ft.results import (
 )
 from raytune_ft.summary import search_status, trial_devices
 from raytune_ft.tracking import check_tracking_available, tracking_callbacks
-from raytune_ft.worker import ray_train_loop
-
-# Quiet workers: no per-trial download bars or load reports in the search's console.
-WORKER_ENV = {
-    "TRANSFORMERS_VERBOSITY": "error",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+from raytune_ft.trial import run_trial
 
 
 # ---------------------------------------------------------------------------------------
@@ -137,49 +126,6 @@ def build_search_algorithm(config: Config, max_concurrent: int = 0) -> Searcher 
         n_startup_trials=config.search.n_startup_trials,
     )
     return OptunaSearch(points_to_evaluate=points_to_evaluate(config) or None, sampler=sampler)
-
-
-# ---------------------------------------------------------------------------------------
-# The trial driver: one Tune trial = one TorchTrainer run
-
-
-def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path: str, relay_to_tune: bool = False) -> None:
-    """relay_to_tune (PBT): epochs reach Tune through this driver, with their checkpoints (pbt.py)."""
-    config = Config(**base_config)
-    for key, value in trial_params.items():
-        setattr(config.train, key, value)
-    resources = config.resources
-    trial_id = tune.get_context().get_trial_id()
-    relay = TuneRelay() if relay_to_tune else None
-    trainer = TorchTrainer(
-        ray_train_loop,
-        # data[0]: the tokenized data per max_length (one, unless max_length is searched).
-        # start_from (PBT): the checkpoint Tune restarted this trial with (its own or a clone's donor's).
-        train_loop_config={"config": config.model_dump(), "data": data[0][config.max_length], "progress_bar": False,
-                           "start_from": start_checkpoint() if relay else None},
-        scaling_config=ScalingConfig(
-            num_workers=resources.num_workers,
-            use_gpu=resources.gpus_per_worker > 0,
-            resources_per_worker={"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker},
-        ),
-        run_config=ray.train.RunConfig(
-            name=train_run_name(trial_id, new_segment() if relay else None),
-            storage_path=storage_path,
-            # Every epoch reports a checkpoint; Ray Train keeps the best one (the newest epoch
-            # that improved) and the latest one, which a restart continues from.
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute="best_so_far", checkpoint_score_order="max"
-            ),
-            # A dead worker: the worker group starts again from the latest checkpoint.
-            failure_config=FailureConfig(max_failures=resources.max_failures),
-            callbacks=[relay.callback() if relay else TuneReportCallback()],
-            worker_runtime_env={"env_vars": {**WORKER_ENV, "OMP_NUM_THREADS": str(max(1, int(resources.cpus_per_worker)))}},
-        ),
-    )
-    if relay:
-        relay.fit(trainer)
-    else:
-        trainer.fit()
 
 
 # ---------------------------------------------------------------------------------------
