@@ -82,10 +82,11 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
 
     loop_config: {"config": Config as a dict (train.* already holds this trial's values),
                   "data": tokenized data (a folder path, or a Ray object ref to the DatasetDict),
-                  "progress_bar": show a tqdm bar on the main process}
+                  "progress_bar": show a tqdm bar on the main process,
+                  "timeline": (optional) earlier start-up timestamps: driver_started_at, worker_started_at}
     """
     # Where a trial's start-up goes (reported with epoch 1; bench/overhead.py reads it).
-    timeline = {"loop_started_at": time.time()}
+    timeline = {**loop_config.get("timeline", {}), "loop_started_at": time.time()}
     config = Config(**loop_config["config"])
     hp = config.train
     task = config.task_spec()

@@ -9,6 +9,8 @@ slow day here). This module imports only what starting a TorchTrainer needs.
 
 from __future__ import annotations
 
+import time
+
 import ray
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
@@ -31,6 +33,7 @@ WORKER_ENV = {
 
 def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path: str, relay_to_tune: bool = False) -> None:
     """relay_to_tune (PBT): epochs reach Tune through this driver, with their checkpoints (pbt.py)."""
+    driver_started_at = time.time()  # start-up timeline (bench/overhead.py): Ray Train's part begins here
     config = Config(**base_config)
     for key, value in trial_params.items():
         setattr(config.train, key, value)
@@ -42,7 +45,8 @@ def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path
         # data[0]: the tokenized data per max_length (one, unless max_length is searched).
         # start_from (PBT): the checkpoint Tune restarted this trial with (its own or a clone's donor's).
         train_loop_config={"config": config.model_dump(), "data": data[0][config.max_length], "progress_bar": False,
-                           "start_from": start_checkpoint() if relay else None},
+                           "start_from": start_checkpoint() if relay else None,
+                           "timeline": {"driver_started_at": driver_started_at}},
         scaling_config=ScalingConfig(
             num_workers=resources.num_workers,
             use_gpu=resources.gpus_per_worker > 0,

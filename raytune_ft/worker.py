@@ -12,6 +12,11 @@ from __future__ import annotations
 
 def ray_train_loop(loop_config: dict) -> None:
     """What each Ray Train worker runs."""
+    import time
+
+    # Ray Train's controller, placement group and this worker process took driver_started_at ->
+    # now; the imports below (transformers, datasets, evaluate, accelerate) take now -> the loop's start.
+    loop_config = {**loop_config, "timeline": {**loop_config.get("timeline", {}), "worker_started_at": time.time()}}
     from raytune_ft.reporting import RayTrainReporter
     from raytune_ft.training import training_function
 

@@ -37,6 +37,20 @@ def test_every_trial_reports_every_epoch(finished_search):
         assert row["examples_trained"] == 64 and row["examples_evaluated"] == 32
 
 
+def test_each_trials_first_epoch_says_where_its_start_up_went(finished_search):
+    _, run_dir, _ = finished_search
+    events = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
+    started = {e["trial_id"]: e["time"] for e in events if e["event"] == "started"}
+    phases = ["driver_started_at", "worker_started_at", "loop_started_at", "data_ready_at", "model_ready_at", "first_step_at"]
+    for row in read_rows(run_dir):
+        if row["epoch"] == 1:
+            times = [row[phase] for phase in phases]
+            assert times == sorted(times), dict(zip(phases, times))  # one after the other, in this order
+            assert started[row["trial_id"]] - 5 < times[0] and times[-1] < row["reported_at"]
+        else:
+            assert not set(phases) & set(row)  # said once per trial, with its first epoch
+
+
 def test_the_config_values_are_one_of_the_trials(finished_search):
     _, run_dir, raw = finished_search
     # Optuna suggests them first, but two trials start at once: their order in the files varies.
