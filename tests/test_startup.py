@@ -1,7 +1,7 @@
 """What the processes Ray starts for every trial import. Ray pickles a trainable and a Train
 loop by reference, so a process that unpickles one imports the module that defines it; under
-ASHA (the default), PBT and the confirm stage every trial gets new processes, and those
-imports are on its start-up path."""
+ASHA (the default), PBT and the confirm stage every trial gets new processes, and each pays
+for those imports again."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from raytune_ft.trial import run_confirm_trial, run_trial
 from raytune_ft.worker import ray_train_loop
 
 # The search's own machinery, and the libraries only the loop (in the workers) needs.
-NOT_FOR_A_TRIAL_DRIVER = ["raytune_ft.search", "optuna", "datasets", "evaluate", "transformers", "accelerate"]
-NOT_FOR_A_TRAIN_WORKER_TO_UNPICKLE = ["raytune_ft.search", "optuna", "ray.tune.search"]
+NOT_FOR_A_TRIAL_DRIVER = {"raytune_ft.search", "optuna", "datasets", "evaluate", "transformers", "accelerate"}
+NOT_FOR_A_TRAIN_WORKER_TO_UNPICKLE = {"raytune_ft.search", "optuna", "ray.tune.search"}
 
 
 def modules_loaded_by_unpickling(function) -> set[str]:
@@ -35,11 +35,11 @@ def test_a_trial_driver_imports_no_search_machinery_and_no_training_libraries():
     for driver in (run_trial, run_confirm_trial):
         loaded = modules_loaded_by_unpickling(driver)
         assert "raytune_ft.trial" in loaded and "ray.train.torch" in loaded
-        assert not loaded & set(NOT_FOR_A_TRIAL_DRIVER), sorted(loaded & set(NOT_FOR_A_TRIAL_DRIVER))
+        assert not loaded & NOT_FOR_A_TRIAL_DRIVER, sorted(loaded & NOT_FOR_A_TRIAL_DRIVER)
 
 
 def test_a_train_worker_entry_point_imports_the_loop_only_when_it_runs():
     loaded = modules_loaded_by_unpickling(ray_train_loop)
     assert "raytune_ft.worker" in loaded
     assert "raytune_ft.training" not in loaded
-    assert not loaded & set(NOT_FOR_A_TRAIN_WORKER_TO_UNPICKLE), sorted(loaded & set(NOT_FOR_A_TRAIN_WORKER_TO_UNPICKLE))
+    assert not loaded & NOT_FOR_A_TRAIN_WORKER_TO_UNPICKLE, sorted(loaded & NOT_FOR_A_TRAIN_WORKER_TO_UNPICKLE)
