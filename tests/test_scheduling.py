@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 
 import pytest
 import yaml
@@ -70,12 +71,14 @@ def asha_search(tiny_bert_dir, tmp_path_factory):
         watcher.done.set()
         watcher.join()
         after = watcher.alive()
+        # Every actor the search started, finished ones included (Ray keeps their records).
+        actor_classes = Counter(a.class_name for a in list_actors(address=cluster.dashboard_url, limit=10_000, raise_on_missing_output=False))
     rows = [json.loads(line) for line in (tmp_path / "runs" / "asha" / "epochs.jsonl").read_text().splitlines()]
-    return result, rows, watcher, after
+    return result, rows, watcher, after, actor_classes
 
 
 def test_asha_stops_some_trials_and_the_search_finishes(asha_search):
-    result, rows, _, _ = asha_search
+    result, rows, _, _, _ = asha_search
     assert result.exit_code == 0, result.output
     epochs = {}
     for row in rows:
@@ -86,7 +89,7 @@ def test_asha_stops_some_trials_and_the_search_finishes(asha_search):
 
 
 def test_stopped_trials_free_their_workers_and_placement_groups(asha_search):
-    _, _, watcher, after = asha_search
+    _, _, watcher, after, _ = asha_search
     assert watcher.samples > 10
     # 2 CPUs, 1 worker per trial: never more than 2 Train workers alive at once, and never
     # more than 2 trials' placement groups (a driver's and its Train workers') at once.
@@ -94,3 +97,10 @@ def test_stopped_trials_free_their_workers_and_placement_groups(asha_search):
     assert watcher.max_groups <= 4
     # And once the search is over, nothing of it is left on the cluster.
     assert after == (0, 0)
+
+
+def test_trials_start_no_preemption_watcher_the_loop_would_not_read(asha_search):
+    """Ray Train would start one per trial: a process more to start on the trial's CPUs (search.py)."""
+    _, _, _, _, actor_classes = asha_search
+    assert actor_classes["RayTrainWorker"] >= 6 and actor_classes["TrainController"] >= 6
+    assert actor_classes["PreemptionWatcher"] == 0, actor_classes
