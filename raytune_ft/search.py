@@ -339,8 +339,8 @@ def run_search(
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     # Ray Train starts one more actor process per trial, a PreemptionWatcher, which only hands
     # node-drain notices to the training function. Our loop does not read them: a lost node is a
-    # worker failure, restarted from the latest checkpoint (FailureConfig). Its start competed
-    # with the trial's own processes for the CPUs (BENCHMARKS.md, "Ray Train's extra actors").
+    # worker failure, restarted from the latest checkpoint (FailureConfig). One process less per
+    # trial, though no shorter start-up was measured (BENCHMARKS.md, "The processes of a trial").
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # Tune's advice for PBT concerns class trainables (reset_config); our trials restart by design (pbt.py).
     warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
