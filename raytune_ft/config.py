@@ -232,8 +232,8 @@ class ResourcesSection(Section):
     gpus_per_worker: float = Field(0, ge=0)  # fractions pack several trials on one GPU
     max_concurrent_trials: int | None = Field(None, ge=1)  # default: what fits
     # A trial whose Ray Train worker dies (a killed process, a lost node) starts its workers
-    # again from its latest checkpoint, up to this many times (-1: no limit). A trial that
-    # raises (a diverged loss) is retried the same way: Ray Train cannot tell the two apart.
+    # again from its latest checkpoint, up to this many times (-1: no limit). So is one whose
+    # loop raises (a bug): Ray Train cannot tell the two apart. A diverged loss is not retried.
     max_failures: int = Field(1, ge=-1)
     # On a cluster: a custom resource (e.g. "head") that pins the trial drivers to the node
     # that has it, so they never sit on GPU workers. Default: drivers go anywhere (no CPU).

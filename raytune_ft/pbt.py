@@ -100,12 +100,14 @@ class TuneRelay:
     def callback(self) -> RelayEpochs:
         return RelayEpochs(self.epochs, self.reported)
 
-    def fit(self, trainer) -> None:
+    def fit(self, trainer):
+        """trainer.fit() in a thread while this one hands its epochs to Tune; trainer.fit()'s Result."""
         failure: list[BaseException] = []
+        results = []
 
         def fit() -> None:
             try:
-                trainer.fit()
+                results.append(trainer.fit())
             except BaseException as error:  # raised again in the driver's thread, below
                 failure.append(error)
 
@@ -129,3 +131,4 @@ class TuneRelay:
         thread.join()
         if failure:
             raise failure[0]
+        return results[0]

@@ -17,7 +17,6 @@ import os
 import socket
 import tempfile
 import time
-from collections import deque
 from pathlib import Path
 
 import torch
@@ -31,50 +30,11 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 
 from raytune_ft.config import Config
 from raytune_ft.data import load_tokenized
+from raytune_ft.divergence import DivergenceGuard
 from raytune_ft.metrics import GlueMetric
 from raytune_ft.reporting import TRAINING_STATE_FILE, EpochReporter
 from raytune_ft.sources import resolve_model_path
 from raytune_ft.tasks import EVAL_SUFFIXES
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite, or blew up: this configuration cannot train."""
-
-
-class DivergenceGuard:
-    """Ends a run whose training loss is NaN/inf, or whose recent mean has blown up.
-
-    Too large a learning rate rarely gives NaN in fp32: with lr=1.0 the loss of a MiniLM
-    on MRPC climbs from 0.69 to 30-80 and stays there, and the run would waste its whole
-    budget. The reference is the first step's loss, the untrained model's (any later
-    baseline may already contain the blow-up); a mean over the last WINDOW steps above
-    FACTOR times it is divergence.
-    """
-
-    WINDOW = 10
-    FACTOR = 10.0
-
-    def __init__(self, learning_rate: float):
-        self.learning_rate = learning_rate
-        self.first_loss: float | None = None
-        self.recent: deque[float] = deque(maxlen=self.WINDOW)
-
-    def check(self, loss: float, epoch: int) -> None:
-        if not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"training loss is {loss} at epoch {epoch} (learning_rate={self.learning_rate:g}); lower the learning rate"
-            )
-        if self.first_loss is None:
-            self.first_loss = loss
-            return
-        self.recent.append(loss)
-        recent_mean = sum(self.recent) / len(self.recent)
-        if len(self.recent) == self.WINDOW and recent_mean > self.FACTOR * self.first_loss:
-            raise TrainingDiverged(
-                f"training loss diverged at epoch {epoch}: the last {self.WINDOW} steps average {recent_mean:.3g}, "
-                f"over {self.FACTOR:g}x the untrained model's {self.first_loss:.3g} (learning_rate={self.learning_rate:g}); "
-                "lower the learning rate"
-            )
 
 
 def training_function(loop_config: dict, reporter: EpochReporter) -> None:
@@ -171,7 +131,9 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
         for batch in train_dataloader:
             outputs = model(**batch)
             loss = outputs.loss
-            divergence.check(loss.item(), epoch)
+            # The mean over the processes (DDP): every one of them decides the same, and they
+            # all stop together rather than one leaving the others waiting for its gradients.
+            divergence.check(accelerator.reduce(loss.detach(), "mean").item(), epoch)
             accelerator.backward(loss)
             optimizer.step()
             timeline.setdefault("first_step_at", time.time())

@@ -21,6 +21,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from raytune_ft.checkpoints import train_run_name
 from raytune_ft.config import Config
+from raytune_ft.divergence import TrainingDiverged
 from raytune_ft.pbt import TuneRelay, new_segment, start_checkpoint
 from raytune_ft.worker import ray_train_loop
 
@@ -68,10 +69,10 @@ def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path
             worker_runtime_env={"env_vars": {**WORKER_ENV, "OMP_NUM_THREADS": str(max(1, int(resources.cpus_per_worker)))}},
         ),
     )
-    if relay:
-        relay.fit(trainer)
-    else:
-        trainer.fit()
+    result = relay.fit(trainer) if relay else trainer.fit()
+    # A diverged loss comes back as the workers' return value (worker.py): the trial fails with it, once.
+    if result.return_value and "diverged" in result.return_value:
+        raise TrainingDiverged(result.return_value["diverged"])
 
 
 def run_confirm_trial(params: dict, **trial_kwargs) -> None:

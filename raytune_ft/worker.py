@@ -10,9 +10,16 @@ Optuna, rich, the tracking callbacks), which a worker never uses.
 from __future__ import annotations
 
 
-def ray_train_loop(loop_config: dict) -> None:
-    """What each Ray Train worker runs."""
+def ray_train_loop(loop_config: dict) -> dict | None:
+    """What each Ray Train worker runs.
+
+    A diverged loss is returned, not raised: Ray Train retries every error of its workers
+    (FailureConfig), and this one would only come again. Every process stops at the same step
+    (training.py checks their mean loss), and the trial driver fails the trial with the reason.
+    """
     import time
+
+    from raytune_ft.divergence import TrainingDiverged
 
     # Ray Train's controller, placement group and this worker process took driver_started_at ->
     # now; the imports below (transformers, datasets, evaluate, accelerate) take now -> the loop's start.
@@ -20,4 +27,8 @@ def ray_train_loop(loop_config: dict) -> None:
     from raytune_ft.reporting import RayTrainReporter
     from raytune_ft.training import training_function
 
-    training_function(loop_config, RayTrainReporter(start_from=loop_config.get("start_from")))
+    try:
+        training_function(loop_config, RayTrainReporter(start_from=loop_config.get("start_from")))
+    except TrainingDiverged as diverged:
+        return {"diverged": str(diverged)}
+    return None

@@ -8,14 +8,16 @@ import math
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import quick_config
+from ray.util.state import list_actors
 
+from conftest import quick_config
+from ray_cluster import local_cluster
 from raytune_ft.cli import main
 from raytune_ft.config import validate_config
 from raytune_ft.data import prepare_tokenized_data
+from raytune_ft.divergence import DivergenceGuard, TrainingDiverged
 from raytune_ft.reporting import EpochReporter
-from raytune_ft.training import DivergenceGuard, TrainingDiverged, training_function
-
+from raytune_ft.training import training_function
 
 class Ignore(EpochReporter):
     def report(self, metrics, checkpoint_dir):
@@ -65,7 +67,11 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(tiny_ber
     )
     config_path = tmp_path / "diverge.yaml"
     config_path.write_text(yaml.safe_dump(raw))
-    result = CliRunner().invoke(main, ["search", str(config_path)])
+    # On a Ray cluster of its own, whose state API lists every actor the search started.
+    with local_cluster([{"head": 1}], cpus_per_node=2) as cluster:
+        result = CliRunner().invoke(main, ["search", str(config_path), "--address", cluster.address])
+        train_workers = list_actors(address=cluster.dashboard_url, filters=[("class_name", "=", "RayTrainWorker")],
+                                    limit=1000, raise_on_missing_output=False)
     assert result.exit_code == 0, result.output  # one trial worked: the search succeeded
 
     run_dir = tmp_path / "runs" / "diverge"
@@ -74,6 +80,9 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(tiny_ber
     lr_of = {e["trial_id"]: e["config"]["learning_rate"] for e in events if e["event"] == "started"}
     by_lr = {lr_of[trial_id]: event for trial_id, event in ended.items()}
     assert by_lr[1.0]["event"] == "failed" and "diverged" in json.dumps(by_lr[1.0])
+    # It failed the first time: Ray Train did not start its worker again (FailureConfig), only
+    # to diverge again. One Train worker per trial, the diverged one's included.
+    assert len(train_workers) == 2, [(w.actor_id, w.state) for w in train_workers]
     assert by_lr[1e-3]["event"] == "finished"
     best = json.loads((run_dir / "best.json").read_text())
     assert best["config"]["learning_rate"] == 1e-3
