@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -12,7 +14,7 @@ from ray.util.state import list_actors
 
 from conftest import quick_config
 from ray_cluster import local_cluster
-from raytune_ft.cli import main
+from raytune_ft.cli import EXIT_RUN_FAILED, main
 from raytune_ft.config import validate_config
 from raytune_ft.data import prepare_tokenized_data
 from raytune_ft.divergence import DivergenceGuard, TrainingDiverged
@@ -86,3 +88,26 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(tiny_ber
     assert by_lr[1e-3]["event"] == "finished"
     best = json.loads((run_dir / "best.json").read_text())
     assert best["config"]["learning_rate"] == 1e-3
+
+
+def test_two_workers_of_a_diverging_trial_stop_together(tiny_bert_dir, tmp_path):
+    """Each DDP rank checks the mean loss over both, so both stop at the same step. A rank that
+    stopped alone would leave the other waiting in its gradient all-reduce: the search would hang,
+    so it runs in a process of its own with a deadline."""
+    raw = quick_config(
+        tiny_bert_dir,
+        train={"batch_size": 2, "learning_rate": 1.0, "num_epochs": 3},
+        search={"space": {}, "num_samples": 1, "scheduler": "fifo", "metric": "accuracy"},
+        resources={"num_workers": 2, "cpus_per_worker": 1},
+        output={"dir": str(tmp_path / "runs"), "name": "diverge-ddp", "keep_checkpoints": False},
+    )
+    config_path = tmp_path / "diverge-ddp.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    done = subprocess.run([sys.executable, "-m", "raytune_ft.cli", "search", str(config_path), "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == EXIT_RUN_FAILED, done.stdout + done.stderr  # its only trial failed
+    assert "no trial reported a result" in done.stderr
+
+    events = [json.loads(line) for line in (tmp_path / "runs" / "diverge-ddp" / "trials.jsonl").read_text().splitlines()]
+    (ended,) = [e for e in events if e["event"] != "started"]
+    assert ended["event"] == "failed" and "TrainingDiverged: training loss" in ended["error"], ended
