@@ -31,8 +31,7 @@ from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.util.state import list_actors, list_workers
 
-# What raytune_ft.search sets before its trials start (os.environ.setdefault there).
-SEARCH_RAY_TRAIN_SETTINGS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+from raytune_ft.search import RAY_TRAIN_SETTINGS  # what a search sets before its trials start
 
 
 def loop(loop_config: dict) -> None:
@@ -63,7 +62,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--with-preemption-watcher", action="store_true", help="Ray's default: one per trial")
     args = parser.parse_args()
-    for name, value in SEARCH_RAY_TRAIN_SETTINGS.items():
+    for name, value in RAY_TRAIN_SETTINGS.items():
         if not (args.with_preemption_watcher and name == "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"):
             os.environ.setdefault(name, value)
 

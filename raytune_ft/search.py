@@ -214,6 +214,19 @@ class RunFolderLog(tune.Callback):
 
 
 # What the loop reports besides eval_* / train_* metrics, kept in each epochs.jsonl row.
+# Ray Train settings a search changes unless the user set them. Tune hands these variables on
+# to the trial drivers, and Ray Train to its controllers and workers.
+RAY_TRAIN_SETTINGS = {
+    # The controller polls its workers every 2 s by default, and each trial's end waits for the
+    # next poll: 0.5 s cut a trial's last report -> trial end from 3.0 s to 1.0 s.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    # Ray Train starts one more actor process per trial, a PreemptionWatcher, which only hands
+    # node-drain notices to the training function. Our loop does not read them: a lost node is a
+    # worker failure, restarted from the latest checkpoint (FailureConfig). One process less per
+    # trial, though no shorter start-up was measured (BENCHMARKS.md, "The processes of a trial").
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
+
 REPORTED_KEYS = (
     "learning_rate", "last_learning_rate",
     "examples_trained", "examples_trained_per_process", "examples_evaluated", "examples_evaluated_mm",
@@ -333,15 +346,8 @@ def run_search(
     # Tune saves which trials finished every 10 s or more; a search killed without warning
     # would then run a just-finished trial again when resumed. Its state is small: every 2 s.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    # Ray Train's controller polls its workers every 2 s by default, and each trial's end
-    # waits for the next poll: 0.5 s cut a trial's last report -> trial end from 3.0 s to 1.0 s.
-    # Tune hands this variable on to the trial drivers, and Ray Train to its controllers.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-    # Ray Train starts one more actor process per trial, a PreemptionWatcher, which only hands
-    # node-drain notices to the training function. Our loop does not read them: a lost node is a
-    # worker failure, restarted from the latest checkpoint (FailureConfig). One process less per
-    # trial, though no shorter start-up was measured (BENCHMARKS.md, "The processes of a trial").
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    for name, value in RAY_TRAIN_SETTINGS.items():
+        os.environ.setdefault(name, value)
     # Tune's advice for PBT concerns class trainables (reset_config); our trials restart by design (pbt.py).
     warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
     try:

@@ -21,6 +21,7 @@ from raytune_ft.divergence import DivergenceGuard, TrainingDiverged
 from raytune_ft.reporting import EpochReporter
 from raytune_ft.training import training_function
 
+
 class Ignore(EpochReporter):
     def report(self, metrics, checkpoint_dir):
         pass
