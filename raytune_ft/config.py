@@ -73,6 +73,12 @@ class TrainSection(Section):
     # with `choice` only: the data is tokenized once per value, before Ray starts.
     max_length: int | None = Field(None, gt=0, le=8192)
 
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _no_is_not_false(cls, value):
+        # YAML reads a bare `no` (in a file or in --set) as false: it means "no" here.
+        return "no" if value is False else value
+
 
 # How a searched hyperparameter is sampled: the name of a Ray Tune sampler and its arguments.
 SAMPLERS = {

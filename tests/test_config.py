@@ -91,6 +91,15 @@ def test_yaml_11_exponents_without_a_dot_are_numbers(tmp_path):
     assert load_config(path).train.learning_rate == 5e-5
 
 
+def test_a_bare_no_for_mixed_precision_means_no_not_false(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  mixed_precision: no\n")  # YAML 1.1 reads this as false
+    assert load_config(path).train.mixed_precision == "no"
+    assert load_config(path, ["train.mixed_precision=bf16"]).train.mixed_precision == "bf16"
+    assert load_config(path, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    assert "train.mixed_precision" in error_of({"train": {"mixed_precision": True}})
+
+
 @pytest.fixture
 def run_cli(tmp_path, monkeypatch):
     """Runs the CLI in an empty folder; returns the result and whatever it left under runs/."""
