@@ -1,12 +1,16 @@
-"""What the benchmarks share: one `raytune-ft search` run through the real CLI."""
+"""What the benchmarks share: one `raytune-ft search` run through the real CLI, the rows it
+wrote, and the same trials run as the plain training loop in this process."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from raytune_ft.reporting import EpochReporter
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,3 +27,37 @@ def run_cli_search(config_file: str, values: dict, lock: str | None = None) -> f
     started = time.time()
     subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     return time.time() - started
+
+
+def search_rows(run_dir: Path) -> list[dict]:
+    """A finished search's epoch rows, each with its trial's start time (trials.jsonl)."""
+    rows = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
+    starts = {e["trial_id"]: e["time"] for e in events if e["event"] == "started"}
+    for row in rows:
+        row["trial_start"] = starts[row["trial_id"]]
+    return rows
+
+
+class Collect(EpochReporter):
+    def __init__(self):
+        self.rows = []
+
+    def report(self, metrics, checkpoint_dir):
+        self.rows.append(metrics)
+
+
+def run_plain_trials(config, trials: int) -> dict:
+    """`trials` runs of training_function with `config` in this process, no Ray: the baseline."""
+    from raytune_ft.data import prepare_tokenized_data
+    from raytune_ft.training import training_function
+
+    data_path, _ = prepare_tokenized_data(config)
+    walls, rows = [], []
+    for _ in range(trials):
+        reporter = Collect()
+        started = time.time()
+        training_function({"config": config.model_dump(), "data": str(data_path), "progress_bar": False}, reporter)
+        walls.append(time.time() - started)
+        rows.append({**reporter.rows[0], "trial_start": started})
+    return {"wall": sum(walls), "trial_walls": walls, "rows": rows}

@@ -30,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cli_search import REPO, run_cli_search
-from overhead import Collect, search_start, startup
+from cli_search import REPO, run_cli_search, run_plain_trials, search_rows
+from overhead import search_start, startup
 
 GLUE = REPO.parent / "shared" / "data" / "glue"
 TASK_FOLDERS = {"sst2": ("SST-2", "sst2.yaml"), "mrpc": ("MRPC", "mrpc.yaml")}
@@ -78,34 +78,18 @@ def overrides(args, model_dir: Path, out_dir: Path, name: str, trials: int, conc
 
 def run_plain(args, model_dir: Path, out_dir: Path) -> dict:
     from raytune_ft.config import load_config
-    from raytune_ft.data import prepare_tokenized_data
-    from raytune_ft.training import training_function
 
     _, config_file = TASK_FOLDERS[args.task]
     values = overrides(args, model_dir, out_dir, "plain", 1, 1, args.gpus)
     config = load_config(REPO / "configs" / config_file, [f"{key}={value}" for key, value in values.items()])
-    data_path, _ = prepare_tokenized_data(config)
-    walls, rows = [], []
-    for _ in range(args.trials):
-        reporter = Collect()
-        started = time.time()
-        training_function({"config": config.model_dump(), "data": str(data_path), "progress_bar": False}, reporter)
-        walls.append(time.time() - started)
-        rows.append({**reporter.rows[0], "trial_start": started})
-    return {"wall": sum(walls), "trial_walls": walls, "rows": rows}
+    return run_plain_trials(config, args.trials)
 
 
 def run_search(args, model_dir: Path, out_dir: Path, name: str, trials: int, concurrent: int, gpus: float) -> dict:
     _, config_file = TASK_FOLDERS[args.task]
     launched_at = time.time()
     wall = run_cli_search(config_file, overrides(args, model_dir, out_dir, name, trials, concurrent, gpus))
-    run_dir = out_dir / name
-    rows = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
-    events = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
-    starts = {e["trial_id"]: e["time"] for e in events if e["event"] == "started"}
-    for row in rows:
-        row["trial_start"] = starts[row["trial_id"]]
-    return {"wall": wall, "rows": rows, "launched_at": launched_at}
+    return {"wall": wall, "rows": search_rows(out_dir / name), "launched_at": launched_at}
 
 
 def training_span(rows: list[dict]) -> float:

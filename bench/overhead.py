@@ -30,9 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cli_search import REPO, run_cli_search
-
-from raytune_ft.reporting import EpochReporter
+from cli_search import REPO, run_cli_search, run_plain_trials, search_rows
 
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 
@@ -56,45 +54,20 @@ def overrides(args, out_dir: Path, name: str, concurrent: int) -> dict:
     }
 
 
-class Collect(EpochReporter):
-    def __init__(self):
-        self.rows = []
-
-    def report(self, metrics, checkpoint_dir):
-        self.rows.append(metrics)
-
-
 def run_plain(args, out_dir: Path) -> dict:
     import torch
 
     from raytune_ft.config import load_config
-    from raytune_ft.data import prepare_tokenized_data
-    from raytune_ft.training import training_function
 
     torch.set_num_threads(1)  # a trial's worker has 1 CPU (OMP_NUM_THREADS=1)
     config = load_config(REPO / "configs" / "mrpc.yaml", [f"{key}={value}" for key, value in overrides(args, out_dir, "plain", 1).items()])
-    data_path, _ = prepare_tokenized_data(config)
-    walls, rows = [], []
-    for _ in range(args.trials):
-        reporter = Collect()
-        started = time.time()
-        training_function({"config": config.model_dump(), "data": str(data_path), "progress_bar": False}, reporter)
-        walls.append(time.time() - started)
-        row = reporter.rows[0]
-        row["trial_start"] = started
-        rows.append(row)
-    return {"wall": sum(walls), "trial_walls": walls, "rows": rows}
+    return run_plain_trials(config, args.trials)
 
 
 def run_search(args, out_dir: Path, name: str, concurrent: int) -> dict:
     launched_at = time.time()
     wall = run_cli_search("mrpc.yaml", overrides(args, out_dir, name, concurrent))
-    run_dir = out_dir / name
-    rows = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
-    starts = {e["trial_id"]: e["time"] for e in map(json.loads, (run_dir / "trials.jsonl").read_text().splitlines()) if e["event"] == "started"}
-    for row in rows:
-        row["trial_start"] = starts[row["trial_id"]]
-    return {"wall": wall, "rows": rows, "launched_at": launched_at}
+    return {"wall": wall, "rows": search_rows(out_dir / name), "launched_at": launched_at}
 
 
 def startup(rows: list[dict]) -> dict:
