@@ -11,8 +11,7 @@ values for one epoch (nothing searched, FIFO), run three ways in one run:
   (c) search, --share trials at a time on the one GPU (gpus_per_worker=1/share).
 Reports (b)/(a) wall and in-trial samples/s, the start-up phases (as bench/overhead.py), and
 what sharing gives: the GPU's samples/s summed over the trials of (c) against one trial alone
-in (b),
-and each trial's peak GPU memory. A BENCH line is printed (and appended to --out/bench.jsonl)
+in (b), and each trial's peak GPU memory. A BENCH line is printed (and appended to --out/bench.jsonl)
 after each part, so a run cut off by its time limit still leaves what it measured.
 
 On the GPU machine (bench/gpu_kit.sh builds what it needs here, and prints the command):
@@ -173,9 +172,9 @@ def main() -> None:
         emit(summary, out)
     if "shared" in parts:
         gpus = round(args.gpus / args.share, 4)
-        shared = run_search(args, model_dir, work, "search-shared", args.share, args.share, gpus)
+        results["shared"] = shared = run_search(args, model_dir, work, "search-shared", args.share, args.share, gpus)
         summary["shared"] = {**describe(shared), "gpus_per_trial": gpus, "launch_to_first_trial_s": search_start(shared)}
-        if "search1" in summary:
+        if "search1" in results:
             # What sharing gives: the GPU's training throughput with `share` trials on it against one trial alone.
             summary["shared_over_alone_samples_per_s"] = round(
                 summary["shared"]["samples_per_s_all_trials"] / summary["search1"]["samples_per_s_per_trial"], 3)

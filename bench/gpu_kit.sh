@@ -21,9 +21,9 @@ rm -rf .gpu-kit .gpu-kit-a
 mkdir -p .gpu-kit .gpu-kit-a/whl
 
 # What the GPU image already has (device tool's KINDS.md, 'Python packages already there').
+normalise() { tr 'A-Z_.' 'a-z--'; }  # pip's name normalisation, near enough for these names
 HAVE=$(sed -n 's/.*Packages: //p' /work/.library/device/KINDS.md | tr -d '.' | tr ',' '\n' | sed 's/^ *//' \
-       | tr 'A-Z_.' 'a-z--' | sort -u)
-normalise() { tr 'A-Z_.' 'a-z--'; }
+       | normalise | sort -u)
 NEED=()
 while IFS='=' read -r name _ version; do
     key=$(echo "$name" | normalise)
