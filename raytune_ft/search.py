@@ -213,7 +213,6 @@ class RunFolderLog(tune.Callback):
         return int(trial.config.get("num_epochs", self.default_epochs))
 
 
-# What the loop reports besides eval_* / train_* metrics, kept in each epochs.jsonl row.
 # Ray Train settings a search changes unless the user set them. Tune hands these variables on
 # to the trial drivers, and Ray Train to its controllers and workers.
 RAY_TRAIN_SETTINGS = {
@@ -227,6 +226,7 @@ RAY_TRAIN_SETTINGS = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
 }
 
+# What the loop reports besides eval_* / train_* metrics, kept in each epochs.jsonl row.
 REPORTED_KEYS = (
     "learning_rate", "last_learning_rate",
     "examples_trained", "examples_trained_per_process", "examples_evaluated", "examples_evaluated_mm",
