@@ -231,6 +231,7 @@ REPORTED_KEYS = (
     "learning_rate", "last_learning_rate",
     "examples_trained", "examples_trained_per_process", "examples_evaluated", "examples_evaluated_mm",
     "epoch_seconds", "node_id", "device", "num_processes", "checkpoint_path",
+    "gpu_memory_peak_gib",  # on a GPU only
     # epoch 1: where start-up went
     "driver_started_at", "worker_started_at", "loop_started_at", "data_ready_at", "model_ready_at", "first_step_at",
     "best_so_far", "resumed_from_epoch",
