@@ -51,7 +51,7 @@ def test_guard_stops_a_loss_that_blows_up_without_nan():
 
 # lr=1.0 kills a MiniLM (loss 30-80), but on the tiny BERT its loss hovers around the guard's
 # 10x line, on one side with one torch thread and on the other with two. 9.0 (the highest the
-# config allows) is 14x over the line from the first ten steps, on any number of threads.
+# config allows) is 14x over the line from the first ten steps, with one thread and with two.
 DIVERGING_LR = 9.0
 
 
