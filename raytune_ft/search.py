@@ -33,7 +33,6 @@ from raytune_ft.cluster import check_storage_is_shared, driver_resources, own_lo
 from raytune_ft.config import Config, ConfigError, inside_space
 from raytune_ft.data import load_tokenized, prepare_tokenized_lengths
 from raytune_ft.pbt import build_pbt_scheduler
-from raytune_ft.holdout import check_test_split, evaluate_winner_on_test
 from raytune_ft.progress import SearchProgress
 from raytune_ft.results import (
     CONFIG_FILE,
@@ -306,6 +305,10 @@ def run_search(
             at = f" (max_length {length})" if len(data_paths) > 1 else ""
             console.print(f"tokenized data{at}: {data_path} ({'cache hit' if was_cached else 'tokenized now'})")
     if config.test.evaluate:
+        # Imported here, not at the top: holdout brings in evaluate and accelerate (seconds
+        # of imports on 2 CPUs) that a search without a test split never uses.
+        from raytune_ft.holdout import check_test_split
+
         check_test_split(config, data_paths[config.max_length][0])
 
     # address "local": always a fresh Ray runtime of our own, never a cluster some other
@@ -424,6 +427,8 @@ def run_search(
     if best is not None:
         write_best(run_dir, best)
         if config.test.evaluate and outcome == "finished":
+            from raytune_ft.holdout import evaluate_winner_on_test
+
             winner_length = best.config.get("max_length", config.max_length)
             evaluate_winner_on_test(config, best, data_paths[winner_length][0], run_dir)
     return SearchOutcome(run_dir=run_dir, outcome=outcome, best=best)

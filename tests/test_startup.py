@@ -1,7 +1,7 @@
 """What the processes Ray starts for every trial import. Ray pickles a trainable and a Train
 loop by reference, so a process that unpickles one imports the module that defines it; under
 ASHA (the default), PBT and the confirm stage every trial gets new processes, and each pays
-for those imports again."""
+for those imports again. The `search` command's own process pays once, before the first trial."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ from raytune_ft.worker import ray_train_loop
 # The search's own machinery, and the libraries only the loop (in the workers) needs.
 NOT_FOR_A_TRIAL_DRIVER = {"raytune_ft.search", "optuna", "datasets", "evaluate", "transformers", "accelerate"}
 NOT_FOR_A_TRAIN_WORKER_TO_UNPICKLE = {"raytune_ft.search", "optuna", "ray.tune.search"}
+
+
+# Only the test-split evaluation after a search needs them (raytune_ft.holdout).
+NOT_FOR_THE_SEARCH_COMMAND = {"evaluate", "accelerate"}
 
 
 def modules_loaded_by_unpickling(function) -> set[str]:
@@ -43,3 +47,15 @@ def test_a_train_worker_entry_point_imports_the_loop_only_when_it_runs():
     assert "raytune_ft.worker" in loaded
     assert "raytune_ft.training" not in loaded
     assert not loaded & NOT_FOR_A_TRAIN_WORKER_TO_UNPICKLE, sorted(loaded & NOT_FOR_A_TRAIN_WORKER_TO_UNPICKLE)
+
+
+def test_the_search_command_imports_the_evaluation_libraries_only_for_a_test_split():
+    script = (
+        "import sys\n"
+        "import raytune_ft.cli, raytune_ft.cluster, raytune_ft.report, raytune_ft.search, raytune_ft.summary\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True)
+    loaded = set(done.stdout.decode().split())
+    assert "raytune_ft.search" in loaded and "ray.tune" in loaded
+    assert not loaded & NOT_FOR_THE_SEARCH_COMMAND, sorted(loaded & NOT_FOR_THE_SEARCH_COMMAND)
