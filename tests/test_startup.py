@@ -22,17 +22,21 @@ NOT_FOR_A_TRAIN_WORKER_TO_UNPICKLE = {"raytune_ft.search", "optuna", "ray.tune.s
 NOT_FOR_THE_SEARCH_COMMAND = {"evaluate", "accelerate"}
 
 
-def modules_loaded_by_unpickling(function) -> set[str]:
-    """Unpickles `function` in a fresh Python process, as a Ray actor does, and lists its modules."""
+def modules_loaded_by_running(code: str, stdin: bytes = b"") -> set[str]:
+    """Runs `code` in a fresh Python process and lists the modules it loaded."""
     script = (
         "import pickle, sys\n"
         "before = set(sys.modules)\n"
-        "pickle.loads(sys.stdin.buffer.read())\n"
+        f"{code}\n"
         "print('\\n'.join(sorted(set(sys.modules) - before)))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], input=ray.cloudpickle.dumps(function),
-                          capture_output=True, check=True)
+    done = subprocess.run([sys.executable, "-c", script], input=stdin, capture_output=True, check=True)
     return set(done.stdout.decode().split())
+
+
+def modules_loaded_by_unpickling(function) -> set[str]:
+    """Unpickles `function` in a fresh Python process, as a Ray actor does, and lists its modules."""
+    return modules_loaded_by_running("pickle.loads(sys.stdin.buffer.read())", ray.cloudpickle.dumps(function))
 
 
 def test_a_trial_driver_imports_no_search_machinery_and_no_training_libraries():
@@ -50,12 +54,8 @@ def test_a_train_worker_entry_point_imports_the_loop_only_when_it_runs():
 
 
 def test_the_search_command_imports_the_evaluation_libraries_only_for_a_test_split():
-    script = (
-        "import sys\n"
-        "import raytune_ft.cli, raytune_ft.cluster, raytune_ft.report, raytune_ft.search, raytune_ft.summary\n"
-        "print('\\n'.join(sorted(sys.modules)))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True)
-    loaded = set(done.stdout.decode().split())
+    # What the `search` command imports when it runs (raytune_ft/cli.py).
+    loaded = modules_loaded_by_running(
+        "import raytune_ft.cli, raytune_ft.cluster, raytune_ft.report, raytune_ft.search, raytune_ft.summary")
     assert "raytune_ft.search" in loaded and "ray.tune" in loaded
     assert not loaded & NOT_FOR_THE_SEARCH_COMMAND, sorted(loaded & NOT_FOR_THE_SEARCH_COMMAND)
