@@ -1,10 +1,17 @@
 """Shared fixtures. Side effects stay out of the user's home: `import evaluate` creates
 ~/.cache/huggingface and the first `ray.init` writes ~/.ray/auth_token, so the whole session
-runs with HOME, HF_HOME and the tokenized-data cache in a temporary folder."""
+runs with HOME, HF_HOME and the tokenized-data cache in a temporary folder.
+
+Every Ray runtime of the session (a search's own, in this process or a subprocess, and the
+`ray start` clusters of tests/ray_cluster.py) uses one token, as a user's local runtime does
+(Ray 2.60 turns token authentication on by default). Without it, whether a `ray start`
+cluster asked for a token depended on whether an earlier test had left ~/.ray/auth_token, and
+this process's state-API calls to it failed with 401 when the tests ran in another order."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -15,6 +22,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may come from the hub in tests
 os.environ["RAYTUNE_FT_CACHE"] = str(Path(_SESSION_HOME) / "raytune_ft_cache")
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.pop("GLUE_DIR", None)
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 import pytest  # noqa: E402
 
