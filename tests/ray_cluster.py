@@ -47,18 +47,33 @@ def processes_of(temp_dir: str) -> list[psutil.Process]:
     return list(found.values())
 
 
-def stop_processes(procs: list[psutil.Process]) -> None:
-    for proc in procs:
+def stop_processes(procs: list[psutil.Process], grace_s: float = 15) -> None:
+    """Stop a cluster's processes in `ray stop`'s order: the raylets, then everything else,
+    then the GCS. Sent SIGTERM all at once, the raylet took ~12 s to go and the GCS and the
+    autoscaler monitor outlived a 15 s wait (SIGKILLed after it); in this order every
+    process exits on its SIGTERM within ~2 s."""
+    def command(proc: psutil.Process) -> str:
         try:
-            proc.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=15)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
+            return " ".join(proc.cmdline())
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return ""
+
+    raylets = [p for p in procs if "raylet/raylet" in command(p)]
+    gcs = [p for p in procs if "gcs_server" in command(p)]
+    others = [p for p in procs if p not in raylets and p not in gcs]
+    for group in (raylets, others, gcs):
+        for proc in group:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(group, timeout=grace_s)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=5)
 
 
 @contextmanager
