@@ -17,6 +17,7 @@ import ray
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.callbacks import DatasetsCallback
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from raytune_ft.checkpoints import train_run_name
@@ -34,6 +35,22 @@ WORKER_ENV = {
 }
 
 
+class TrainerWithoutRayData(TorchTrainer):
+    """A TorchTrainer that starts no Ray Data machinery when it is given no Ray Data datasets.
+
+    Ray Train 2.60 starts a DatasetManager actor for every run, datasets or not: one more
+    process per trial that imports ray and ray.data. Our loop reads the tokenized data from the
+    object store (train_loop_config), never ray.train.get_dataset_shard(). Ray is pinned
+    (pyproject.toml): _create_default_callbacks is its internal hook for this list.
+    """
+
+    def _create_default_callbacks(self):
+        callbacks = super()._create_default_callbacks()
+        if self.datasets:
+            return callbacks
+        return [callback for callback in callbacks if not isinstance(callback, DatasetsCallback)]
+
+
 def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path: str, relay_to_tune: bool = False) -> None:
     """relay_to_tune (PBT): epochs reach Tune through this driver, with their checkpoints (pbt.py)."""
     driver_started_at = time.time()  # start-up timeline (bench/overhead.py): Ray Train's part begins here
@@ -43,7 +60,7 @@ def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path
     resources = config.resources
     trial_id = tune.get_context().get_trial_id()
     relay = TuneRelay() if relay_to_tune else None
-    trainer = TorchTrainer(
+    trainer = TrainerWithoutRayData(
         ray_train_loop,
         # data[0]: the tokenized data per max_length (one, unless max_length is searched).
         # start_from (PBT): the checkpoint Tune restarted this trial with (its own or a clone's donor's).

@@ -99,8 +99,10 @@ def test_stopped_trials_free_their_workers_and_placement_groups(asha_search):
     assert after == (0, 0)
 
 
-def test_trials_start_no_preemption_watcher_the_loop_would_not_read(asha_search):
-    """Ray Train would start one per trial: a process more to start on the trial's CPUs (search.py)."""
+def test_trials_start_no_preemption_watcher_or_dataset_manager_the_loop_would_not_use(asha_search):
+    """Ray Train would start one of each per trial: two processes more to start on the trial's
+    CPUs (search.py's RAY_TRAIN_SETTINGS, trial.py's TrainerWithoutRayData)."""
     _, _, _, _, actor_classes = asha_search
     assert actor_classes["RayTrainWorker"] >= 4 and actor_classes["TrainController"] >= 4
     assert actor_classes["PreemptionWatcher"] == 0, actor_classes
+    assert actor_classes["DatasetManager"] == 0, actor_classes
