@@ -39,9 +39,10 @@ class TrainerWithoutRayData(TorchTrainer):
     """A TorchTrainer that starts no Ray Data machinery when it is given no Ray Data datasets.
 
     Ray Train 2.60 starts a DatasetManager actor for every run, datasets or not: one more
-    process per trial to start, ~3 CPU-s on 2 cores (BENCHMARKS.md). Our loop reads the tokenized data from the
-    object store (train_loop_config), never ray.train.get_dataset_shard(). Ray is pinned
-    (pyproject.toml): _create_default_callbacks is its internal hook for this list.
+    process per trial to start, ~3 CPU-s on 2 cores (BENCHMARKS.md). Our loop reads the
+    tokenized data from the object store (train_loop_config), never
+    ray.train.get_dataset_shard(). Ray is pinned (pyproject.toml): _create_default_callbacks is
+    its internal hook for this list.
     """
 
     def _create_default_callbacks(self):
