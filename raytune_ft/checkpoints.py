@@ -1,7 +1,7 @@
 """Bounded disk: once a trial has ended, it keeps one checkpoint, its best epoch's model.
 
-While a trial runs, Ray Train keeps two checkpoints at most (its best and its latest, which a
-restart continues from; see trial.run_trial). When the search ends, the trials that ended
+While a trial runs, Ray Train (or, for a trial that trains in its own process, Ray Tune) keeps
+two checkpoints at most (its best and its latest, which a restart continues from; see trial.py). When the search ends, the trials that ended
 (finished, stopped early, failed) drop everything but their best checkpoint, and that one
 drops the optimizer state only a restart needs. Cut-off trials keep both: `--resume` needs them.
 Under PBT a trial may have run as several Train runs (one per restart, see pbt.py), and Ray
@@ -33,7 +33,8 @@ def trial_folders(storage: str, trial_id: str) -> list[Path]:
 
 
 def tune_checkpoint_copies(storage: str, trial_id: str) -> list[Path]:
-    """Ray Tune's copies of a trial's checkpoints (PBT only): <storage>/tune/<trial folder>/checkpoint_*."""
+    """Ray Tune's checkpoints of a trial: <storage>/tune/<trial folder>/checkpoint_*. Copies of
+    its Ray Train checkpoints under PBT; its only ones if it trained in its own process."""
     return sorted((Path(storage) / "tune").glob(f"*{trial_id}*/checkpoint_*"))
 
 
@@ -57,7 +58,8 @@ def prune_ended_trials(run_dir: Path, storage: str, metric: str, mode: str) -> N
         if event not in ENDED or (keep is None and event != "failed"):
             continue  # unknown best (no epoch reported it): delete nothing
         for checkpoint in [] if keep_copies else tune_checkpoint_copies(storage, trial_id):
-            shutil.rmtree(checkpoint, ignore_errors=True)
+            if str(checkpoint) != keep:  # a trial that trained in its own process keeps its best here
+                shutil.rmtree(checkpoint, ignore_errors=True)
         for folder in trial_folders(storage, trial_id):
             for checkpoint in folder.glob("checkpoint_*"):
                 if checkpoint.is_dir() and str(checkpoint) != keep:

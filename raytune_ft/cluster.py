@@ -94,6 +94,16 @@ def storage_root(config: Config, run_dir: Path) -> str:
     return str(Path(os.path.expandvars(base)).expanduser().resolve() / run_dir.name)
 
 
+def trial_resources(config: Config) -> dict:
+    """What Tune reserves for a trial's own process: all of a one-worker trial that trains in
+    it; else only a driver's share, its TorchTrainer's workers reserve the rest."""
+    drivers = driver_resources(config)  # checks resources.driver_resource even where no driver uses it
+    if not config.trains_in_trial_process:
+        return drivers
+    resources = {"cpu": config.resources.cpus_per_worker}
+    return {**resources, "gpu": config.resources.gpus_per_worker} if config.resources.gpus_per_worker else resources
+
+
 def driver_resources(config: Config) -> dict:
     resources = dict(DRIVER_RESOURCES)
     if config.resources.driver_resource:

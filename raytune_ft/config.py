@@ -241,6 +241,11 @@ class ResourcesSection(Section):
     # again from its latest checkpoint, up to this many times (-1: no limit). So is one whose
     # loop raises (a bug): Ray Train cannot tell the two apart. A diverged loss is not retried.
     max_failures: int = Field(1, ge=-1)
+    # How a trial trains. auto: a one-worker trial trains in its Ray Tune trial's own process,
+    # several workers in a Ray Train TorchTrainer; always: a TorchTrainer for every trial. A
+    # TorchTrainer starts its controller and worker processes per trial: ~10-15 s on 2 CPUs,
+    # for a worker group of one that has no one to synchronise with (BENCHMARKS.md).
+    ray_train: Literal["auto", "always"] = "auto"
     # On a cluster: a custom resource (e.g. "head") that pins the trial drivers to the node
     # that has it, so they never sit on GPU workers. Default: drivers go anywhere (no CPU).
     driver_resource: str | None = None
@@ -369,6 +374,13 @@ class Config(Section):
     def max_length(self) -> int:
         """Tokens per example for this run: train.max_length, or else data.max_length."""
         return self.train.max_length or self.data.max_length
+
+    @property
+    def trains_in_trial_process(self) -> bool:
+        """Whether a search trial runs the loop in its own process, not in a Ray Train TorchTrainer
+        (trial.py). PBT trials always use a TorchTrainer: their epochs reach Tune through its relay (pbt.py)."""
+        resources = self.resources
+        return resources.ray_train == "auto" and resources.num_workers == 1 and self.search.scheduler != "pbt"
 
     def max_lengths(self) -> list[int]:
         """Every max_length some trial can use: the data is tokenized once for each."""

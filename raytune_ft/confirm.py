@@ -44,7 +44,7 @@ from raytune_ft.results import (
     read_trial_events,
     write_json_atomically,
 )
-from raytune_ft.search import RunFolderLog
+from raytune_ft.search import RunFolderLog, tune_trial_settings
 from raytune_ft.trial import run_confirm_trial
 
 CONFIRM_DIR = "confirm"  # the confirm runs' epochs.jsonl and trials.jsonl
@@ -120,7 +120,7 @@ def _candidate_value(configs: list[dict], key: str, trial_config: dict):
 
 
 def run_confirm(
-    config: Config, run_dir: Path, *, trial_kwargs: dict, driver_resources: dict, max_concurrent: int,
+    config: Config, run_dir: Path, *, trial_kwargs: dict, resources_per_trial: dict, max_concurrent: int,
     storage: str, console: Console, quiet: bool = False,
 ) -> ConfirmOutcome:
     """Re-runs the search's top_k configs with new seeds (Ray must be up); writes confirm.json."""
@@ -148,14 +148,18 @@ def run_confirm(
     progress = SearchProgress(console, config.metric, config.search.mode, runs, quiet=quiet)
     tuner = tune.Tuner(
         # Plain runs from scratch, also after a PBT search (its schedule of values is not replayed).
-        tune.with_resources(tune.with_parameters(run_confirm_trial, **{**trial_kwargs, "relay_to_tune": False}), driver_resources),
+        tune.with_resources(tune.with_parameters(run_confirm_trial, **{**trial_kwargs, "relay_to_tune": False}), resources_per_trial),
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=f"eval_{config.metric}", mode=config.search.mode, scheduler=FIFOScheduler(),
             num_samples=1, max_concurrent_trials=max_concurrent,
+            # Every run goes to its end (FIFO): one trial process serves run after run, with no
+            # process start and imports between them.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(name=CONFIRM_TUNE_NAME, storage_path=storage,
-                                  callbacks=[RunFolderLog(confirm_dir, config, progress)], verbose=0),
+                                  callbacks=[RunFolderLog(confirm_dir, config, progress)], verbose=0,
+                                  **tune_trial_settings(config)),
     )
     progress.start()
     try:

@@ -1,8 +1,9 @@
 """The one small interface through which the training loop reports each epoch.
 
 `training_function` calls `reporter.report(metrics, checkpoint_dir)` once per epoch on
-every process and does not care where it runs: inside Ray Train workers (the search),
-alone (`raytune-ft train`), or under `accelerate launch`. Before it starts, it asks
+every process and does not care where it runs: inside Ray Train workers (a search trial with
+several workers), in a Ray Tune trial's own process (a one-worker trial), alone
+(`raytune-ft train`), or under `accelerate launch`. Before it starts, it asks
 `reporter.restore_point()` for a checkpoint to continue from (Ray Train hands back the
 latest one after a worker failure or when an interrupted search is resumed; under PBT the
 trial driver hands over the one Ray Tune restarted the trial with).
@@ -62,6 +63,33 @@ class RayTrainReporter(EpochReporter):
         # when a resumed search restarts the trial's TorchTrainer under the same name; else the
         # one this run was given to start from.
         checkpoint = ray.train.get_checkpoint() or self.start_from
+        if checkpoint is None:
+            yield None
+            return
+        self.restored_from = checkpoint.path
+        with checkpoint.as_directory() as folder:
+            yield folder
+
+
+class TuneReporter(EpochReporter):
+    """Hands metrics and checkpoints straight to Ray Tune: the loop runs in the trial's own
+    process (one worker, no Ray Train worker group; see trial.py)."""
+
+    resumable = True
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        from ray import tune
+
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(metrics, checkpoint=checkpoint)
+
+    @contextmanager
+    def restore_point(self):
+        from ray import tune
+
+        # Tune's latest checkpoint of this trial: after its process died (FailureConfig), when
+        # a resumed search restarts it, or under PBT the one Tune restarted it with.
+        checkpoint = tune.get_checkpoint()
         if checkpoint is None:
             yield None
             return

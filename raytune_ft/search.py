@@ -29,7 +29,7 @@ from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
 from raytune_ft.checkpoints import checkpoint_bytes, prune_ended_trials
-from raytune_ft.cluster import check_storage_is_shared, driver_resources, own_local_runtime_address, storage_root
+from raytune_ft.cluster import check_storage_is_shared, own_local_runtime_address, storage_root, trial_resources
 from raytune_ft.config import Config, ConfigError, inside_space
 from raytune_ft.data import load_tokenized, prepare_tokenized_lengths
 from raytune_ft.pbt import build_pbt_scheduler
@@ -170,6 +170,9 @@ class RunFolderLog(tune.Callback):
             return
         row = {"trial_id": trial.trial_id, "epoch": result["epoch"]}
         row.update({k: v for k, v in result.items() if k.startswith(("eval_", "train_")) or k in REPORTED_KEYS})
+        if result.get("checkpoint_dir_name") and not row.get("checkpoint_path"):
+            # A trial that trains in its own process hands its checkpoints to Tune, which keeps them in its trial folder.
+            row["checkpoint_path"] = Path(trial.storage.trial_fs_path, result["checkpoint_dir_name"]).as_posix()
         # The searched hyperparameters, under their train.* names, as the trial ran them: Tune's
         # result["config"] (PBT may already have given trial.config new values for its restart).
         row.update(result.get("config") or trial.config)
@@ -235,6 +238,21 @@ REPORTED_KEYS = (
     "driver_started_at", "worker_started_at", "loop_started_at", "data_ready_at", "model_ready_at", "first_step_at",
     "best_so_far", "resumed_from_epoch",
 )
+
+
+def tune_trial_settings(config: Config) -> dict:
+    """Restarts and checkpoints of trials that train in their own process are Tune's to keep
+    (those of a TorchTrainer are Ray Train's, trial.py): as Ray Train would, a trial whose
+    process dies starts again from its latest checkpoint, and Tune keeps the best one (the
+    newest epoch that improved) and the latest one."""
+    if not config.trains_in_trial_process:
+        return {}
+    return {
+        "failure_config": tune.FailureConfig(max_failures=config.resources.max_failures),
+        "checkpoint_config": tune.CheckpointConfig(
+            num_to_keep=1, checkpoint_score_attribute="best_so_far", checkpoint_score_order="max"
+        ),
+    }
 
 
 def _first_error_line(trial) -> str:
@@ -325,7 +343,7 @@ def run_search(
         else:
             check_storage_is_shared(config, storage)
         max_concurrent = concurrent_trials(config)
-        trial_driver_resources = driver_resources(config)
+        resources_per_trial = trial_resources(config)
     except BaseException:
         ray.shutdown()
         local_address.close()
@@ -350,6 +368,9 @@ def run_search(
     # Tune saves which trials finished every 10 s or more; a search killed without warning
     # would then run a just-finished trial again when resumed. Its state is small: every 2 s.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # ...and saves it again whenever a trial has reported num_to_keep checkpoints (one per epoch
+    # here), warning each time that this may be slow: it takes milliseconds, the warning a screen.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     for name, value in RAY_TRAIN_SETTINGS.items():
         os.environ.setdefault(name, value)
     # Tune's advice for PBT concerns class trainables (reset_config); our trials restart by design (pbt.py).
@@ -360,7 +381,7 @@ def run_search(
         searched = list(config.search.space)
         trial_kwargs = {"base_config": config.model_dump(), "data": [data_refs], "storage_path": f"{storage}/trials",
                         "relay_to_tune": config.search.scheduler == "pbt"}
-        trainable = tune.with_resources(tune.with_parameters(run_trial, **trial_kwargs), trial_driver_resources)
+        trainable = tune.with_resources(tune.with_parameters(run_trial, **trial_kwargs), resources_per_trial)
         callbacks = [RunFolderLog(run_dir, config, progress, pbt=trial_kwargs["relay_to_tune"]), *tracking_callbacks(config, run_dir)]
         if resume_dir:
             # Failed trials (a diverged loss, a bug) stay failed: running them again gives the same.
@@ -390,13 +411,14 @@ def run_search(
                     scheduler=build_scheduler(config),
                     num_samples=config.search.num_samples,
                     max_concurrent_trials=max_concurrent,
-                    # With FIFO every trial runs to its end, and one trial driver actor can serve trial
-                    # after trial: no process start and import of this module per trial (~4 s here).
-                    # Not with ASHA: a trial it stops can leave its driver inside trainer.fit(); Tune's
-                    # reset waits 2 s for it and otherwise fails the next trial (not tried; left off).
+                    # With FIFO every trial runs to its end, and one trial process can serve trial
+                    # after trial: no process start and imports per trial (torch, transformers: seconds).
+                    # Not with ASHA: a trial it stops is in the middle of its next epoch (or trainer.fit());
+                    # Tune's reset waits 2 s for it and otherwise fails the next trial.
                     reuse_actors=config.search.scheduler == "fifo",
                 ),
-                run_config=tune.RunConfig(name="tune", storage_path=storage, callbacks=callbacks, verbose=0),
+                run_config=tune.RunConfig(name="tune", storage_path=storage, callbacks=callbacks, verbose=0,
+                                          **tune_trial_settings(config)),
             )
         progress.start()
         tuner.fit()
@@ -406,7 +428,7 @@ def run_search(
             from raytune_ft.confirm import run_confirm  # it imports this module
 
             progress.stop()
-            confirmed = run_confirm(config, run_dir, trial_kwargs=trial_kwargs, driver_resources=trial_driver_resources,
+            confirmed = run_confirm(config, run_dir, trial_kwargs=trial_kwargs, resources_per_trial=resources_per_trial,
                                     max_concurrent=max_concurrent, storage=storage, console=console, quiet=quiet)
             outcome = confirmed.outcome
     except KeyboardInterrupt:

@@ -1,16 +1,23 @@
-"""The trial driver: one Tune trial = one TorchTrainer run, in a module of its own.
+"""The trial driver: what one Tune trial runs, in a module of its own.
+
+A trial with one worker trains right here, in the Tune trial's own process; one with several
+workers (or `resources.ray_train: always`) starts a Ray Train TorchTrainer whose workers train.
+A TorchTrainer starts a controller and its workers as new processes for every trial, ~10-15 s
+on 2 CPUs before the loop's first step (BENCHMARKS.md), which for a single worker buys
+nothing that Tune does not give itself: a trial that fails restarts from its latest
+checkpoint (tune.FailureConfig), and a resumed search goes on from it.
 
 Ray pickles a trainable by reference, so every trial driver process imports the module that
 defines it. Under ASHA (the default scheduler), PBT and the confirm stage each trial gets a
 new driver process, and Tune lets its imports finish before the trial counts as started, so
 they cost CPU and wall time between trials: raytune_ft.search would bring Optuna, rich, the
-tracking callbacks, datasets, evaluate and transformers (13-15 s in a fresh process on a slow
-day here, against 5-7 s for this module). This module imports only what starting a
-TorchTrainer needs.
+tracking callbacks and more (13-15 s in a fresh process on a slow day here, against 5-7 s
+for this module). This module imports only what a trial needs.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import ray
@@ -52,12 +59,19 @@ class TrainerWithoutRayData(TorchTrainer):
         return [callback for callback in callbacks if not isinstance(callback, DatasetsCallback)]
 
 
+# In a trial that trains in its own process: marks a diverged loss (_DivergedMark).
+DIVERGED_MARK = "diverged.txt"
+
+
 def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path: str, relay_to_tune: bool = False) -> None:
     """relay_to_tune (PBT): epochs reach Tune through this driver, with their checkpoints (pbt.py)."""
-    driver_started_at = time.time()  # start-up timeline (bench/overhead.py): Ray Train's part begins here
+    driver_started_at = time.time()  # start-up timeline (bench/overhead.py): the trial's part begins here
     config = Config(**base_config)
     for key, value in trial_params.items():
         setattr(config.train, key, value)
+    if config.trains_in_trial_process:
+        train_in_trial_process(config, data[0][config.max_length], driver_started_at)
+        return
     resources = config.resources
     trial_id = tune.get_context().get_trial_id()
     relay = TuneRelay() if relay_to_tune else None
@@ -91,6 +105,56 @@ def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path
     # A diverged loss comes back as the workers' return value (worker.py): the trial fails with it, once.
     if result.return_value and "diverged" in result.return_value:
         raise TrainingDiverged(result.return_value["diverged"])
+
+
+def train_in_trial_process(config: Config, data, driver_started_at: float) -> None:
+    """The loop in this process; its epochs and checkpoints go straight to Tune."""
+    diverged = _DivergedMark()
+    if diverged.reason:
+        raise TrainingDiverged(f"{diverged.reason} (in an earlier attempt; not trained again)")
+    # Before the imports below: transformers reads its verbosity when it is first imported.
+    os.environ.update(WORKER_ENV)
+    import torch
+
+    from raytune_ft.reporting import TuneReporter
+    from raytune_ft.training import training_function
+
+    # What a Ray Train worker gets from OMP_NUM_THREADS: as many threads as the trial has CPUs.
+    torch.set_num_threads(max(1, int(config.resources.cpus_per_worker)))
+    loop_config = {"config": config.model_dump(), "data": data, "progress_bar": False,
+                   "timeline": {"driver_started_at": driver_started_at, "worker_started_at": driver_started_at}}
+    try:
+        training_function(loop_config, TuneReporter())
+    except TrainingDiverged as error:
+        diverged.write(str(error))
+        raise
+
+
+class _DivergedMark:
+    """A file in the trial's folder of the search's storage that says its loss diverged.
+
+    Tune starts a failed trial again (tune.FailureConfig: a dead process and a raised error
+    look the same to it), and the loop would only diverge again; an attempt that finds the mark
+    fails at once instead. It goes to the storage folder (local or cloud), not the trial's
+    working directory: that one is new for every attempt.
+    """
+
+    def __init__(self):
+        storage = tune.get_context().get_storage()
+        self.filesystem, self.path = storage.storage_filesystem, f"{storage.trial_fs_path}/{DIVERGED_MARK}"
+
+    @property
+    def reason(self) -> str | None:
+        from pyarrow.fs import FileType
+
+        if self.filesystem.get_file_info(self.path).type == FileType.NotFound:
+            return None
+        with self.filesystem.open_input_stream(self.path) as stream:
+            return stream.read().decode("utf-8")
+
+    def write(self, reason: str) -> None:
+        with self.filesystem.open_output_stream(self.path) as stream:
+            stream.write(reason.encode("utf-8"))
 
 
 def run_confirm_trial(params: dict, **trial_kwargs) -> None:

@@ -70,6 +70,12 @@ def tiny_bert_dir(tmp_path_factory, minilm_path) -> Path:
     return folder
 
 
+def checkpoint_folders(storage, trial_id: str) -> list[Path]:
+    """A trial's checkpoints wherever they are: Ray Tune's trial folder (a trial that trained in
+    its own process, <storage>/tune/run_trial_<id>_.../) or its TorchTrainer's (<storage>/trials/train-<id>)."""
+    return sorted(p for p in Path(storage).rglob("checkpoint_*") if p.is_dir() and trial_id in p.parent.name)
+
+
 def quick_config(model_dir, **sections) -> dict:
     """A raw config for the built-in paraphrase data with a small subset: seconds per epoch."""
     raw = {

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from conftest import REPO_ROOT, quick_config
+from conftest import REPO_ROOT, checkpoint_folders, quick_config
 from raytune_ft.cli import main
 from ray_cluster import local_cluster
 
@@ -71,7 +71,7 @@ def test_search_spreads_trials_over_both_nodes_into_shared_storage(two_node_clus
     # Results and checkpoints went to the shared storage path, not the run folder.
     assert (storage / "two-nodes" / "tune").is_dir()
     for trial_id in trials:
-        assert list((storage / "two-nodes" / "trials" / f"train-{trial_id}").glob("checkpoint_*/model.safetensors"))
+        assert [path for path in checkpoint_folders(storage / "two-nodes", trial_id) if (path / "model.safetensors").is_file()]
     best = json.loads((run_dir / "best.json").read_text())
     assert best["checkpoint"].startswith(str(storage))
 

@@ -1,6 +1,6 @@
-"""Work survives: a dead Ray Train worker restarts from its trial's latest checkpoint, and a
-search whose process was killed goes on with `search --resume` without losing or rerunning
-the trials it had finished."""
+"""Work survives: a trial whose training process dies (the trial's own process, or its Ray
+Train worker) restarts from its latest checkpoint, and a search whose process was killed goes
+on with `search --resume` without losing or rerunning the trials it had finished."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from pathlib import Path
 import psutil
 import yaml
 
-from conftest import quick_config
+import pytest
+
+from conftest import checkpoint_folders, quick_config
 from raytune_ft.results import read_epochs
 
 
@@ -39,14 +41,15 @@ def _wait_for(condition, process: subprocess.Popen, log: Path, timeout: float = 
         time.sleep(0.2)
 
 
-def _config(tmp_path: Path, model_dir: Path, name: str, num_samples: int, num_epochs: int) -> Path:
+def _config(tmp_path: Path, model_dir: Path, name: str, num_samples: int, num_epochs: int, ray_train: str = "auto",
+            batch_size: int = 8) -> Path:
     raw = quick_config(
         model_dir,
         data={"max_train_samples": 256},
-        train={"num_epochs": num_epochs, "batch_size": 8},
+        train={"num_epochs": num_epochs, "batch_size": batch_size},
         search={"space": {"learning_rate": {"loguniform": [1e-4, 3e-3]}}, "num_samples": num_samples,
                 "scheduler": "fifo", "metric": "accuracy"},
-        resources={"max_concurrent_trials": 1},
+        resources={"max_concurrent_trials": 1, "ray_train": ray_train},
         output={"dir": str(tmp_path / "runs"), "name": name},
         tracking={"tensorboard": False},
     )
@@ -55,14 +58,19 @@ def _config(tmp_path: Path, model_dir: Path, name: str, num_samples: int, num_ep
     return path
 
 
-def test_a_killed_worker_restarts_from_the_latest_checkpoint(tiny_bert_dir, tmp_path):
-    config_path = _config(tmp_path, tiny_bert_dir, "worker", num_samples=1, num_epochs=4)
+# Which process trains: the Tune trial's own (a one-worker trial), or a Ray Train worker.
+TRAINING_PROCESS = {"auto": "ImplicitFunc", "always": "RayTrainWorker"}
+
+
+@pytest.mark.parametrize("ray_train", ["auto", "always"])
+def test_a_killed_training_process_restarts_from_the_latest_checkpoint(tiny_bert_dir, tmp_path, ray_train):
+    config_path = _config(tmp_path, tiny_bert_dir, "worker", num_samples=1, num_epochs=4, ray_train=ray_train)
     run_dir, log = tmp_path / "runs" / "worker", tmp_path / "worker.log"
     search = _start_search([str(config_path), "--quiet"], log)
     try:
         _wait_for(lambda: len(_lines(run_dir / "epochs.jsonl")) >= 1, search, log)
         workers = [p for p in psutil.Process(search.pid).children(recursive=True)
-                   if "RayTrainWorker" in " ".join(p.cmdline())]
+                   if TRAINING_PROCESS[ray_train] in " ".join(p.cmdline())]
         assert len(workers) == 1, [p.cmdline() for p in psutil.Process(search.pid).children(recursive=True)]
         workers[0].kill()
         assert search.wait(timeout=300) == 0, log.read_text()[-3000:]
@@ -81,11 +89,17 @@ def test_a_killed_worker_restarts_from_the_latest_checkpoint(tiny_bert_dir, tmp_
     before = rows[restarted[0]["epoch"] - 2]
     assert restarted[0]["last_learning_rate"] < before["last_learning_rate"]
     events = _lines(run_dir / "trials.jsonl")
-    assert [e["event"] for e in events] == ["started", "finished"]
+    if ray_train == "always":  # Ray Train started the worker again, inside the same Tune trial
+        assert [e["event"] for e in events] == ["started", "finished"]
+    else:  # Tune started the trial again, from the checkpoint of the epoch said again
+        assert [e["event"] for e in events] == ["started", "restarted", "finished"]
+        assert events[1]["from_checkpoint"] == said[0]["checkpoint_path"]
 
 
 def test_a_killed_search_resumes_without_losing_or_rerunning_trials(tiny_bert_dir, tmp_path):
-    config_path = _config(tmp_path, tiny_bert_dir, "resume", num_samples=3, num_epochs=4)
+    # Small batches, many epochs: trials long enough (~10 s) to be cut off in their middle.
+    epochs = 8
+    config_path = _config(tmp_path, tiny_bert_dir, "resume", num_samples=3, num_epochs=epochs, batch_size=2)
     run_dir, log = tmp_path / "runs" / "resume", tmp_path / "first.log"
     search = _start_search([str(config_path), "--quiet"], log)
 
@@ -119,11 +133,11 @@ def test_a_killed_search_resumes_without_losing_or_rerunning_trials(tiny_bert_di
     again = [row for row in rows if row["trial_id"] == cut_off and "resumed_from_epoch" in row]
     assert again and again[0]["resumed_from_epoch"] >= cut_off_epochs - 1  # ... from its latest checkpoint
     per_trial = Counter(row["trial_id"] for row in rows)
-    assert len(per_trial) == 3 and set(per_trial.values()) == {4}  # every trial, every epoch, once
+    assert len(per_trial) == 3 and set(per_trial.values()) == {epochs}  # every trial, every epoch, once
     last_event = {e["trial_id"]: e["event"] for e in events}
     assert set(last_event.values()) == {"finished"}
     assert json.loads((run_dir / "search.json").read_text())["outcome"] == "finished"
     assert (run_dir / "best.json").is_file()
     # Whatever the kill left behind (a checkpoint written but never registered), the ended
     # trials keep one checkpoint each.
-    assert all(len([p for p in folder.glob("checkpoint_*") if p.is_dir()]) == 1 for folder in (run_dir / "trials").iterdir())
+    assert all(len(checkpoint_folders(run_dir, trial_id)) == 1 for trial_id in per_trial)

@@ -1,5 +1,6 @@
-"""Early stopping really stops: trials that ASHA ends free their Ray Train workers and
-placement groups while the search goes on, and nothing is left when it ends."""
+"""Early stopping really stops: trials that ASHA ends free their training processes (the
+trial's own, or its Ray Train workers) and placement groups while the search goes on, and
+nothing is left when it ends."""
 
 from __future__ import annotations
 
@@ -18,18 +19,18 @@ from ray_cluster import local_cluster
 
 
 class ClusterWatcher(threading.Thread):
-    """Polls Ray's state API during a search: the most Train workers and placement groups alive at once."""
+    """Polls Ray's state API during a search: the most training processes and placement groups alive at once."""
 
-    def __init__(self, dashboard_url: str):
+    def __init__(self, dashboard_url: str, training_class: str):
         super().__init__(daemon=True)
-        self.url = dashboard_url
+        self.url, self.training_class = dashboard_url, training_class
         self.max_workers = 0
         self.max_groups = 0
         self.samples = 0
         self.done = threading.Event()
 
     def alive(self) -> tuple[int, int]:
-        workers = list_actors(address=self.url, filters=[("state", "=", "ALIVE"), ("class_name", "=", "RayTrainWorker")], raise_on_missing_output=False)
+        workers = list_actors(address=self.url, filters=[("state", "=", "ALIVE"), ("class_name", "=", self.training_class)], raise_on_missing_output=False)
         groups = list_placement_groups(address=self.url, filters=[("state", "=", "CREATED")], raise_on_missing_output=False)
         return len(workers), len(groups)
 
@@ -44,9 +45,14 @@ class ClusterWatcher(threading.Thread):
             self.done.wait(0.5)
 
 
-@pytest.fixture(scope="module")
-def asha_search(tiny_bert_dir, tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("asha")
+# Which actor trains: a one-worker trial's own process (Tune's function trainable), or Ray Train's worker.
+TRAINING_CLASS = {"auto": "ImplicitFunc", "always": "RayTrainWorker"}
+
+
+@pytest.fixture(scope="module", params=["auto", "always"])
+def asha_search(tiny_bert_dir, tmp_path_factory, request):
+    ray_train = request.param
+    tmp_path = tmp_path_factory.mktemp(f"asha-{ray_train}")
     raw = quick_config(
         tiny_bert_dir,
         train={"num_epochs": 3},
@@ -60,12 +66,13 @@ def asha_search(tiny_bert_dir, tmp_path_factory):
             "num_samples": 4, "scheduler": "asha", "grace_period": 1, "reduction_factor": 2,
             "metric": "loss", "mode": "min", "seed": 0,
         },
+        resources={"ray_train": ray_train},
         output={"dir": str(tmp_path / "runs"), "name": "asha", "keep_checkpoints": False},
     )
     config_path = tmp_path / "asha.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     with local_cluster([{"head": 1}], cpus_per_node=2) as cluster:
-        watcher = ClusterWatcher(cluster.dashboard_url)
+        watcher = ClusterWatcher(cluster.dashboard_url, TRAINING_CLASS[ray_train])
         watcher.start()
         result = CliRunner().invoke(main, ["search", str(config_path), "--address", cluster.address])
         watcher.done.set()
@@ -74,11 +81,11 @@ def asha_search(tiny_bert_dir, tmp_path_factory):
         # Every actor the search started, finished ones included (Ray keeps their records).
         actor_classes = Counter(a.class_name for a in list_actors(address=cluster.dashboard_url, limit=10_000, raise_on_missing_output=False))
     rows = [json.loads(line) for line in (tmp_path / "runs" / "asha" / "epochs.jsonl").read_text().splitlines()]
-    return result, rows, watcher, after, actor_classes
+    return result, rows, watcher, after, actor_classes, ray_train
 
 
 def test_asha_stops_some_trials_and_the_search_finishes(asha_search):
-    result, rows, _, _, _ = asha_search
+    result, rows, *_ = asha_search
     assert result.exit_code == 0, result.output
     epochs = {}
     for row in rows:
@@ -89,20 +96,26 @@ def test_asha_stops_some_trials_and_the_search_finishes(asha_search):
 
 
 def test_stopped_trials_free_their_workers_and_placement_groups(asha_search):
-    _, _, watcher, after, _ = asha_search
+    _, _, watcher, after, _, ray_train = asha_search
     assert watcher.samples > 10
-    # 2 CPUs, 1 worker per trial: never more than 2 Train workers alive at once, and never
-    # more than 2 trials' placement groups (a driver's and its Train workers') at once.
-    assert watcher.max_workers <= 2
-    assert watcher.max_groups <= 4
+    # 2 CPUs, 1 CPU per trial: never more than 2 training processes alive at once, and never
+    # more than 2 trials' placement groups at once (with a TorchTrainer, a driver's and its workers').
+    assert 1 <= watcher.max_workers <= 2
+    assert watcher.max_groups <= (2 if ray_train == "auto" else 4)
     # And once the search is over, nothing of it is left on the cluster.
     assert after == (0, 0)
 
 
-def test_trials_start_no_preemption_watcher_or_dataset_manager_the_loop_would_not_use(asha_search):
-    """Ray Train would start one of each per trial: two processes more to start on the trial's
-    CPUs (search.py's RAY_TRAIN_SETTINGS, trial.py's TrainerWithoutRayData)."""
-    _, _, _, _, actor_classes = asha_search
-    assert actor_classes["RayTrainWorker"] >= 4 and actor_classes["TrainController"] >= 4
+def test_trials_start_no_process_the_loop_would_not_use(asha_search):
+    """A one-worker trial trains in its own process: no Ray Train controller or worker to start
+    (trial.py). A TorchTrainer would start a PreemptionWatcher and a DatasetManager per trial:
+    two processes more to start on the trial's CPUs (search.py's RAY_TRAIN_SETTINGS, trial.py's
+    TrainerWithoutRayData)."""
+    *_, actor_classes, ray_train = asha_search
+    assert actor_classes["ImplicitFunc"] >= 4  # one Tune trial process per trial
+    if ray_train == "auto":
+        assert actor_classes["RayTrainWorker"] == 0 and actor_classes["TrainController"] == 0, actor_classes
+    else:
+        assert actor_classes["RayTrainWorker"] >= 4 and actor_classes["TrainController"] >= 4
     assert actor_classes["PreemptionWatcher"] == 0, actor_classes
     assert actor_classes["DatasetManager"] == 0, actor_classes

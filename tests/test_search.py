@@ -8,6 +8,7 @@ import yaml
 from click.testing import CliRunner
 from transformers import AutoModelForSequenceClassification
 
+from conftest import checkpoint_folders
 from raytune_ft.cli import main
 
 # `finished_search` (conftest.py) runs the search once per session; the report tests read it too.
@@ -74,13 +75,13 @@ def test_each_ended_trial_keeps_only_its_best_checkpoint(finished_search):
     result, run_dir, _ = finished_search
     rows = read_rows(run_dir)
     for trial_id in {row["trial_id"] for row in rows}:
-        kept = sorted(p for p in (run_dir / "trials" / f"train-{trial_id}").glob("checkpoint_*") if p.is_dir())
+        kept = checkpoint_folders(run_dir, trial_id)
         best_row = [row for row in rows if row["trial_id"] == trial_id and row["best_so_far"]][-1]
         assert [str(path) for path in kept] == [best_row["checkpoint_path"]]
         # The optimizer state only a restart needs is gone once the trial has ended.
         assert sorted(p.name for p in kept[0].iterdir() if p.suffix == ".pt") == []
     state = json.loads((run_dir / "search.json").read_text())
-    on_disk = sum(p.stat().st_size for p in (run_dir / "trials").rglob("*") if p.is_file())
+    on_disk = sum(p.stat().st_size for folder in run_dir.rglob("checkpoint_*") for p in folder.rglob("*") if p.is_file())
     assert state["checkpoint_bytes"] == on_disk
     assert "MB on disk" in result.output
 
