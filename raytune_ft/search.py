@@ -240,6 +240,16 @@ REPORTED_KEYS = (
 )
 
 
+def reuses_trial_processes(config: Config) -> bool:
+    """Whether one trial process serves trial after trial: no process start and imports (torch,
+    transformers: seconds) per trial. With FIFO every trial runs to its end. With ASHA, a trial
+    that trains in its own process waits inside tune.report() for Tune's go-ahead after every
+    epoch, so when ASHA stops it, it leaves at once as the next trial starts. A TorchTrainer's
+    driver would still be inside trainer.fit() with its workers training: Tune's reset waits 2 s
+    for it and otherwise fails the next trial."""
+    return config.search.scheduler == "fifo" or (config.search.scheduler == "asha" and config.trains_in_trial_process)
+
+
 def tune_trial_settings(config: Config) -> dict:
     """Restarts and checkpoints of trials that train in their own process are Tune's to keep
     (those of a TorchTrainer are Ray Train's, trial.py): as Ray Train would, a trial whose
@@ -411,11 +421,7 @@ def run_search(
                     scheduler=build_scheduler(config),
                     num_samples=config.search.num_samples,
                     max_concurrent_trials=max_concurrent,
-                    # With FIFO every trial runs to its end, and one trial process can serve trial
-                    # after trial: no process start and imports per trial (torch, transformers: seconds).
-                    # Not with ASHA: a trial it stops is in the middle of its next epoch (or trainer.fit());
-                    # Tune's reset waits 2 s for it and otherwise fails the next trial.
-                    reuse_actors=config.search.scheduler == "fifo",
+                    reuse_actors=reuses_trial_processes(config),
                 ),
                 run_config=tune.RunConfig(name="tune", storage_path=storage, callbacks=callbacks, verbose=0,
                                           **tune_trial_settings(config)),
