@@ -37,6 +37,16 @@ class EpochReporter:
         """A local folder holding the checkpoint to continue from, or None to start afresh."""
         return nullcontext(None)
 
+    @contextmanager
+    def _opened(self, checkpoint):
+        """A Ray checkpoint (or None) as a local folder; restored_from says where it is stored."""
+        if checkpoint is None:
+            yield None
+            return
+        self.restored_from = checkpoint.path
+        with checkpoint.as_directory() as folder:
+            yield folder
+
 
 class RayTrainReporter(EpochReporter):
     """Hands metrics and checkpoints to Ray Train (and through it to Ray Tune)."""
@@ -55,20 +65,13 @@ class RayTrainReporter(EpochReporter):
         # A barrier across workers: every rank must call it, only rank 0's metrics reach Tune.
         ray.train.report(metrics, checkpoint=checkpoint)
 
-    @contextmanager
     def restore_point(self):
         import ray.train
 
         # Ray Train's latest checkpoint of this trial: after a worker died (FailureConfig), or
         # when a resumed search restarts the trial's TorchTrainer under the same name; else the
         # one this run was given to start from.
-        checkpoint = ray.train.get_checkpoint() or self.start_from
-        if checkpoint is None:
-            yield None
-            return
-        self.restored_from = checkpoint.path
-        with checkpoint.as_directory() as folder:
-            yield folder
+        return self._opened(ray.train.get_checkpoint() or self.start_from)
 
 
 class TuneReporter(EpochReporter):
@@ -83,19 +86,12 @@ class TuneReporter(EpochReporter):
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report(metrics, checkpoint=checkpoint)
 
-    @contextmanager
     def restore_point(self):
         from ray import tune
 
-        # Tune's latest checkpoint of this trial: after its process died (FailureConfig), when
-        # a resumed search restarts it, or under PBT the one Tune restarted it with.
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            yield None
-            return
-        self.restored_from = checkpoint.path
-        with checkpoint.as_directory() as folder:
-            yield folder
+        # Tune's latest checkpoint of this trial: after its process died (FailureConfig), or
+        # when a resumed search restarts it.
+        return self._opened(tune.get_checkpoint())
 
 
 class RunFolderReporter(EpochReporter):
