@@ -1,9 +1,10 @@
 """Bounded disk: once a trial has ended, it keeps one checkpoint, its best epoch's model.
 
 While a trial runs, Ray Train (or, for a trial that trains in its own process, Ray Tune) keeps
-two checkpoints at most (its best and its latest, which a restart continues from; see trial.py). When the search ends, the trials that ended
-(finished, stopped early, failed) drop everything but their best checkpoint, and that one
-drops the optimizer state only a restart needs. Cut-off trials keep both: `--resume` needs them.
+two checkpoints at most (its best and its latest, which a restart continues from; see
+trial.py). When the search ends, the trials that ended (finished, stopped early, failed) drop
+everything but their best checkpoint, and that one drops the optimizer state only a restart
+needs. Cut-off trials keep both: `--resume` needs them.
 Under PBT a trial may have run as several Train runs (one per restart, see pbt.py), and Ray
 Tune holds copies of its checkpoints (what clones start from): an ended trial keeps only its
 best checkpoint there too.

@@ -237,9 +237,9 @@ class ResourcesSection(Section):
     cpus_per_worker: float = Field(1, gt=0)
     gpus_per_worker: float = Field(0, ge=0)  # fractions pack several trials on one GPU
     max_concurrent_trials: int | None = Field(None, ge=1)  # default: what fits
-    # A trial whose Ray Train worker dies (a killed process, a lost node) starts its workers
-    # again from its latest checkpoint, up to this many times (-1: no limit). So is one whose
-    # loop raises (a bug): Ray Train cannot tell the two apart. A diverged loss is not retried.
+    # A trial whose training process dies (a killed process, a lost node) starts again from its
+    # latest checkpoint, up to this many times (-1: no limit). So is one whose loop raises (a
+    # bug): Ray Tune and Ray Train cannot tell the two apart. A diverged loss is not retried.
     max_failures: int = Field(1, ge=-1)
     # How a trial trains. auto: a one-worker trial trains in its Ray Tune trial's own process,
     # several workers in a Ray Train TorchTrainer; always: a TorchTrainer for every trial. A

@@ -4,9 +4,9 @@
 every process and does not care where it runs: inside Ray Train workers (a search trial with
 several workers), in a Ray Tune trial's own process (a one-worker trial), alone
 (`raytune-ft train`), or under `accelerate launch`. Before it starts, it asks
-`reporter.restore_point()` for a checkpoint to continue from (Ray Train hands back the
-latest one after a worker failure or when an interrupted search is resumed; under PBT the
-trial driver hands over the one Ray Tune restarted the trial with).
+`reporter.restore_point()` for a checkpoint to continue from (Ray Tune or Ray Train hands back
+the latest one after a failure or when an interrupted search is resumed; under PBT the trial
+driver hands over the one Ray Tune restarted the trial with).
 """
 
 from __future__ import annotations
