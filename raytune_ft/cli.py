@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from raytune_ft.config import ConfigError, load_config
+from raytune_ft.config import ConfigError, load_config, resume_overrides
 from raytune_ft.results import make_console
 
 EXIT_BAD_INPUT = 2
@@ -89,6 +89,7 @@ def search(config_path, overrides, resume_dir, address, verbose, quiet):
         if not (Path(resume_dir) / CONFIG_FILE).is_file():
             raise ConfigError(f"--resume {resume_dir}: not a run folder (no {CONFIG_FILE}); give a folder under runs/")
         config_path = Path(resume_dir) / CONFIG_FILE
+        overrides = resume_overrides(config_path)
     elif not config_path:
         raise ConfigError("search: give a config file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
     config = load_config(config_path, list(overrides))

@@ -433,6 +433,18 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     return validate_config(raw, source=str(path) if path else "config")
 
 
+def resume_overrides(saved_config: Path) -> list[str]:
+    """What `search --resume` changes in the config.yaml a search saved: one saved before
+    resources.ray_train existed ran every trial as a Ray Train TorchTrainer, and its cut-off
+    trials go on from that trainer's checkpoints, so it goes on that way."""
+    try:
+        raw = yaml.safe_load(Path(saved_config).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []  # load_config says what is wrong with it
+    resources = raw.get("resources") if isinstance(raw, dict) else None
+    return [] if isinstance(resources, dict) and "ray_train" in resources else ["resources.ray_train=always"]
+
+
 def apply_override(raw: dict[str, Any], override: str) -> None:
     """Apply `dotted.key=value` to a raw config dict; the value is read as YAML (1e-5, true, [1, 2])."""
     key, sep, text = override.partition("=")

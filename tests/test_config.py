@@ -7,10 +7,11 @@ import yaml
 from click.testing import CliRunner
 
 from raytune_ft.cli import main
-from raytune_ft.config import ConfigError, load_config, validate_config
+from raytune_ft.config import ConfigError, load_config, resume_overrides, validate_config
 from raytune_ft.tasks import GLUE_TASKS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO_ROOT / "configs" / "quickstart.yaml"
 
 
 def error_of(raw: dict) -> str:
@@ -166,3 +167,24 @@ def test_synch_belongs_to_pbt():
     assert load_config("configs/mrpc.yaml", ["search.scheduler=pbt", "search.synch=true"]).search.synch
     with pytest.raises(ConfigError, match="search.synch: only PBT perturbs in step .search.scheduler is asha."):
         load_config("configs/mrpc.yaml", ["search.synch=true"])
+
+
+def test_one_worker_trials_train_in_their_own_process_unless_told_or_under_pbt():
+    config = load_config(QUICKSTART)
+    assert config.resources.ray_train == "auto" and config.trains_in_trial_process
+    assert not load_config(QUICKSTART, ["resources.ray_train=always"]).trains_in_trial_process
+    assert not load_config(QUICKSTART, ["resources.num_workers=2"]).trains_in_trial_process
+    assert not load_config(QUICKSTART, ["search.scheduler=pbt", "search.algorithm=random"]).trains_in_trial_process
+
+
+def test_a_search_saved_before_ray_train_existed_resumes_with_its_torch_trainers(tmp_path):
+    """Its cut-off trials go on from their TorchTrainer's checkpoints (trials/train-<id>)."""
+    saved_now = tmp_path / "now.yaml"
+    saved_now.write_text(load_config(QUICKSTART).to_yaml())
+    assert resume_overrides(saved_now) == []
+    raw = yaml.safe_load(saved_now.read_text())
+    del raw["resources"]["ray_train"]
+    saved_before = tmp_path / "before.yaml"
+    saved_before.write_text(yaml.safe_dump(raw))
+    resumed = load_config(saved_before, resume_overrides(saved_before))
+    assert resumed.resources.ray_train == "always" and not resumed.trains_in_trial_process
