@@ -30,7 +30,8 @@ class ClusterWatcher(threading.Thread):
         self.done = threading.Event()
 
     def alive(self) -> tuple[int, int]:
-        workers = list_actors(address=self.url, filters=[("state", "=", "ALIVE"), ("class_name", "=", self.training_class)], raise_on_missing_output=False)
+        alive = list_actors(address=self.url, filters=[("state", "=", "ALIVE")], limit=10_000, raise_on_missing_output=False)
+        workers = [actor for actor in alive if short_class_name(actor) == self.training_class]
         groups = list_placement_groups(address=self.url, filters=[("state", "=", "CREATED")], raise_on_missing_output=False)
         return len(workers), len(groups)
 
@@ -47,6 +48,12 @@ class ClusterWatcher(threading.Thread):
 
 # Which actor trains: a one-worker trial's own process (Tune's function trainable), or Ray Train's worker.
 TRAINING_CLASS = {"auto": "ImplicitFunc", "always": "RayTrainWorker"}
+
+
+def short_class_name(actor) -> str:
+    """Ray's state API names Tune's function trainable "ImplicitFunc" in some runs and
+    "wrap_function.<locals>.ImplicitFunc" in others (seen in two runs of the same commit)."""
+    return actor.class_name.rsplit(".", 1)[-1]
 
 
 @pytest.fixture(scope="module", params=["auto", "always"])
@@ -79,7 +86,7 @@ def asha_search(tiny_bert_dir, tmp_path_factory, request):
         watcher.join()
         after = watcher.alive()
         # Every actor the search started, finished ones included (Ray keeps their records).
-        actor_classes = Counter(a.class_name for a in list_actors(address=cluster.dashboard_url, limit=10_000, raise_on_missing_output=False))
+        actor_classes = Counter(short_class_name(a) for a in list_actors(address=cluster.dashboard_url, limit=10_000, raise_on_missing_output=False))
     rows = [json.loads(line) for line in (tmp_path / "runs" / "asha" / "epochs.jsonl").read_text().splitlines()]
     return result, rows, watcher, after, actor_classes, ray_train
 
