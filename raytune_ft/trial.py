@@ -59,6 +59,11 @@ class TrainerWithoutRayData(TorchTrainer):
         return [callback for callback in callbacks if not isinstance(callback, DatasetsCallback)]
 
 
+def threads_per_worker(config: Config) -> int:
+    """Torch threads of a training process: as many as it has CPUs (at least one)."""
+    return max(1, int(config.resources.cpus_per_worker))
+
+
 # In a trial that trains in its own process: marks a diverged loss (_DivergedMark).
 DIVERGED_MARK = "diverged.txt"
 
@@ -98,7 +103,7 @@ def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path
             # A dead worker: the worker group starts again from the latest checkpoint.
             failure_config=FailureConfig(max_failures=resources.max_failures),
             callbacks=[relay.callback() if relay else TuneReportCallback()],
-            worker_runtime_env={"env_vars": {**WORKER_ENV, "OMP_NUM_THREADS": str(max(1, int(resources.cpus_per_worker)))}},
+            worker_runtime_env={"env_vars": {**WORKER_ENV, "OMP_NUM_THREADS": str(threads_per_worker(config))}},
         ),
     )
     result = relay.fit(trainer) if relay else trainer.fit()
@@ -119,8 +124,8 @@ def train_in_trial_process(config: Config, data, driver_started_at: float) -> No
     from raytune_ft.reporting import TuneReporter
     from raytune_ft.training import training_function
 
-    # What a Ray Train worker gets from OMP_NUM_THREADS: as many threads as the trial has CPUs.
-    torch.set_num_threads(max(1, int(config.resources.cpus_per_worker)))
+    # What a Ray Train worker gets from OMP_NUM_THREADS.
+    torch.set_num_threads(threads_per_worker(config))
     loop_config = {"config": config.model_dump(), "data": data, "progress_bar": False,
                    "timeline": {"driver_started_at": driver_started_at, "worker_started_at": driver_started_at}}
     try:

@@ -70,6 +70,11 @@ def tiny_bert_dir(tmp_path_factory, minilm_path) -> Path:
     return folder
 
 
+# Which Ray actor trains, by resources.ray_train: a one-worker trial's own Tune process (Tune's
+# function trainable), or Ray Train's worker.
+TRAINING_ACTOR = {"auto": "ImplicitFunc", "always": "RayTrainWorker"}
+
+
 def checkpoint_folders(storage, trial_id: str) -> list[Path]:
     """A trial's checkpoints wherever they are: Ray Tune's trial folder (a trial that trained in
     its own process, <storage>/tune/run_trial_<id>_.../) or its TorchTrainer's (<storage>/trials/train-<id>)."""

@@ -14,11 +14,10 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
+import pytest
 import yaml
 
-import pytest
-
-from conftest import checkpoint_folders, quick_config
+from conftest import TRAINING_ACTOR, checkpoint_folders, quick_config
 from raytune_ft.results import read_epochs
 
 
@@ -58,10 +57,6 @@ def _config(tmp_path: Path, model_dir: Path, name: str, num_samples: int, num_ep
     return path
 
 
-# Which process trains: the Tune trial's own (a one-worker trial), or a Ray Train worker.
-TRAINING_PROCESS = {"auto": "ImplicitFunc", "always": "RayTrainWorker"}
-
-
 @pytest.mark.parametrize("ray_train", ["auto", "always"])
 def test_a_killed_training_process_restarts_from_the_latest_checkpoint(tiny_bert_dir, tmp_path, ray_train):
     config_path = _config(tmp_path, tiny_bert_dir, "worker", num_samples=1, num_epochs=4, ray_train=ray_train)
@@ -70,7 +65,7 @@ def test_a_killed_training_process_restarts_from_the_latest_checkpoint(tiny_bert
     try:
         _wait_for(lambda: len(_lines(run_dir / "epochs.jsonl")) >= 1, search, log)
         workers = [p for p in psutil.Process(search.pid).children(recursive=True)
-                   if TRAINING_PROCESS[ray_train] in " ".join(p.cmdline())]
+                   if TRAINING_ACTOR[ray_train] in " ".join(p.cmdline())]
         assert len(workers) == 1, [p.cmdline() for p in psutil.Process(search.pid).children(recursive=True)]
         workers[0].kill()
         assert search.wait(timeout=300) == 0, log.read_text()[-3000:]

@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 from ray.util.state import list_actors, list_placement_groups
 
-from conftest import quick_config
+from conftest import TRAINING_ACTOR, quick_config
 from raytune_ft.cli import main
 from ray_cluster import local_cluster
 
@@ -46,10 +46,6 @@ class ClusterWatcher(threading.Thread):
             self.done.wait(0.5)
 
 
-# Which actor trains: a one-worker trial's own process (Tune's function trainable), or Ray Train's worker.
-TRAINING_CLASS = {"auto": "ImplicitFunc", "always": "RayTrainWorker"}
-
-
 def short_class_name(actor) -> str:
     """Ray's state API names Tune's function trainable "ImplicitFunc" in some runs and
     "wrap_function.<locals>.ImplicitFunc" in others (seen in two runs of the same commit)."""
@@ -79,7 +75,7 @@ def asha_search(tiny_bert_dir, tmp_path_factory, request):
     config_path = tmp_path / "asha.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     with local_cluster([{"head": 1}], cpus_per_node=2) as cluster:
-        watcher = ClusterWatcher(cluster.dashboard_url, TRAINING_CLASS[ray_train])
+        watcher = ClusterWatcher(cluster.dashboard_url, TRAINING_ACTOR[ray_train])
         watcher.start()
         result = CliRunner().invoke(main, ["search", str(config_path), "--address", cluster.address])
         watcher.done.set()
