@@ -127,6 +127,12 @@ def build_search_algorithm(config: Config, max_concurrent: int = 0) -> Searcher 
     return OptunaSearch(points_to_evaluate=points_to_evaluate(config) or None, sampler=sampler)
 
 
+def tune_max_concurrent_trials(search_alg, max_concurrent: int) -> int | None:
+    """TuneConfig's limit on trials at a time: None for a BasicVariantGenerator, which holds the limit
+    itself (Tune would ignore this one and warn that it does)."""
+    return None if isinstance(search_alg, BasicVariantGenerator) else max_concurrent
+
+
 # ---------------------------------------------------------------------------------------
 # The run folder's records, written as the search goes
 
@@ -411,16 +417,17 @@ def run_search(
                         f"note: PBT ranks and copies only trials running together: {max_concurrent} at a time; "
                         "the later trials start as earlier ones end (lower search.num_samples or give more resources)"
                     )
+            search_alg = build_search_algorithm(config, max_concurrent)
             tuner = tune.Tuner(
                 trainable,
                 param_space=build_param_space(config),
                 tune_config=tune.TuneConfig(
                     metric=f"eval_{config.metric}",
                     mode=config.search.mode,
-                    search_alg=build_search_algorithm(config, max_concurrent),
+                    search_alg=search_alg,
                     scheduler=build_scheduler(config),
                     num_samples=config.search.num_samples,
-                    max_concurrent_trials=max_concurrent,
+                    max_concurrent_trials=tune_max_concurrent_trials(search_alg, max_concurrent),
                     reuse_actors=reuses_trial_processes(config),
                 ),
                 run_config=tune.RunConfig(name="tune", storage_path=storage, callbacks=callbacks, verbose=0,

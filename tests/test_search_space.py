@@ -91,7 +91,7 @@ def test_points_outside_the_space_are_refused(points, message):
 def test_grid_and_random_algorithms():
     from ray.tune.search import BasicVariantGenerator
 
-    from raytune_ft.search import planned_trials
+    from raytune_ft.search import planned_trials, tune_max_concurrent_trials
 
     grid = load_config(None, [
         "search.algorithm=grid", "search.num_samples=1",
@@ -101,6 +101,10 @@ def test_grid_and_random_algorithms():
     assert build_search_algorithm(grid) is None and planned_trials(grid) == 6
     random = build_search_algorithm(load_config(None, ["search.algorithm=random", "search.space={learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}"]), 2)
     assert isinstance(random, BasicVariantGenerator) and random.max_concurrent == 2
+    # Tune ignores (and warns about) its own max_concurrent_trials beside a generator passed in; the
+    # generator limits itself, grid (Tune's generator) and TPE (wrapped in a ConcurrencyLimiter) need it.
+    tpe = build_search_algorithm(load_config(None, ["search.space={learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}"]), 2)
+    assert [tune_max_concurrent_trials(alg, 2) for alg in (random, None, tpe)] == [None, 2, 2]
     with pytest.raises(ConfigError, match="grid needs a choice list"):
         load_config(None, ["search.algorithm=grid", "search.space={learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}"])
     with pytest.raises(ConfigError, match="algorithm"):
