@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -32,6 +33,19 @@ def run_cli_search(config_file: str, values: dict, lock: str | None = None) -> f
     started = time.time()
     subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     return time.time() - started
+
+
+def run_cli_search_once(config_file: str, values: dict, run_dir: Path, lock: str | None = None) -> dict:
+    """run_cli_search, unless run_dir holds a search that finished in an earlier invocation with
+    the same --out (one cut off later, or re-read to summarise it again): then it is read, not
+    re-run. Returns {"wall_seconds", "reused"}."""
+    state_file = run_dir / "search.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    if state.get("outcome") == "finished":
+        print(f"{run_dir}: finished earlier, read as it is", flush=True)
+        return {"wall_seconds": round(state["ended_at"] - state["started_at"], 1), "reused": True}
+    shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished earlier attempt
+    return {"wall_seconds": round(run_cli_search(config_file, values, lock), 1), "reused": False}
 
 
 def search_rows(run_dir: Path) -> list[dict]:

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
-from cli_search import REPO, run_cli_search
+from cli_search import REPO, run_cli_search_once
 
 GLUE = REPO.parent / "shared" / "data" / "glue"
 COURSE = {"learning_rate": 5e-5, "batch_size": 8, "num_epochs": 3, "warmup_ratio": 0.0, "seed": 42}
@@ -66,15 +65,8 @@ def run_search(task: str, kind: str, args, out_dir: Path) -> dict:
             "confirm.top_k": 1, "confirm.seeds": args.confirm_seeds,
         })
     run_dir = out_dir / f"{task}-{kind}"
-    state_file = run_dir / "search.json"
-    state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    if state.get("outcome") == "finished":
-        # A finished run of an earlier, cut-off invocation with the same --out: read, not re-run.
-        print(f"{run_dir}: finished earlier, read as it is", flush=True)
-        return {"wall_seconds": round(state["ended_at"] - state["started_at"], 1), "reused": True, **read_run(run_dir, metric)}
-    shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished earlier attempt
-    wall = run_cli_search(config_file, values, args.lock)
-    return {"wall_seconds": round(wall, 1), **read_run(run_dir, metric)}
+    run = run_cli_search_once(config_file, values, run_dir, args.lock)
+    return {"wall_seconds": run["wall_seconds"], **({"reused": True} if run["reused"] else {}), **read_run(run_dir, metric)}
 
 
 def read_run(run_dir: Path, metric: str) -> dict:
