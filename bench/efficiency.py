@@ -114,7 +114,7 @@ def best_within(curve: list[dict], metric: str, cpu_seconds: float) -> float | N
     return seen[-1] if seen else None
 
 
-def plot(results: dict, grid_best: dict, path: Path) -> None:
+def plot(results: dict, grid_best: dict, grace: int, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -126,7 +126,8 @@ def plot(results: dict, grid_best: dict, path: Path) -> None:
             for method, result in results.items():
                 xs = [p[key] for p in result["curve"]]
                 ys = [p[f"best_{metric}"] for p in result["curve"]]
-                ax.step(xs, ys, where="post", label=f"{method} (best {result[f'best_{metric}']:.4f})", marker="o", markersize=3)
+                name = f"{method}, grace {grace}" if method == "tpe+asha" else method
+                ax.step(xs, ys, where="post", label=f"{name} (best {result[f'best_{metric}']:.4f})", marker="o", markersize=3)
             ax.axhline(grid_best[metric], color="gray", linestyle=":", linewidth=1, label="grid's best")
             ax.set_xlabel(f"compute spent ({label})")
             ax.set_ylabel(f"best dev {metric} so far")
@@ -197,7 +198,7 @@ def main() -> None:
         for metric, flag in (("f1", "tpe_asha_reached_grid_best_within_third"), ("accuracy", "tpe_asha_reached_grid_best_accuracy_within_third")):
             share = tpe.get(f"reached_grid_best_{metric}_cpu_over_grid")
             summary[flag] = share is not None and share <= 1 / 3
-    plot(results, grid_best, Path(args.plot))
+    plot(results, grid_best, args.grace, Path(args.plot))
     print(f"plot: {args.plot}")
     print("BENCH " + json.dumps(summary), flush=True)
 
