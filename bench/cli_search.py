@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from raytune_ft.reporting import EpochReporter
+from raytune_ft.results import read_reported_epochs, read_trial_events
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,8 +51,7 @@ def run_cli_search_once(config_file: str, values: dict, run_dir: Path, lock: str
 
 def search_rows(run_dir: Path) -> list[dict]:
     """A finished search's epoch rows, each with its trial's start time (trials.jsonl)."""
-    rows = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
-    events = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
+    rows, events = read_reported_epochs(run_dir), read_trial_events(run_dir)
     starts = {e["trial_id"]: e["time"] for e in events if e["event"] == "started"}
     for row in rows:
         row["trial_start"] = starts[row["trial_id"]]

@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from cli_search import REPO, run_cli_search_once
+from raytune_ft.results import read_reported_epochs, read_trial_events
 
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 RESULTS = REPO / "bench" / "results"
@@ -68,8 +69,7 @@ def run_method(method: str, args, out_dir: Path) -> dict:
 
 
 def read_run(run_dir: Path) -> dict:
-    epochs = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
-    events = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
+    epochs, events = read_reported_epochs(run_dir), read_trial_events(run_dir)  # every epoch run: compute spent
     starts = {e["trial_id"]: e["time"] for e in events if e["event"] == "started"}
     ends = {e["trial_id"]: (e["time"], e["devices"]) for e in events if e["event"] != "started"}
     cpus = {trial: devices for trial, (_, devices) in ends.items()}

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from raytune_ft.results import read_reported_epochs
+
 REPO = Path(__file__).resolve().parents[1]
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 
@@ -50,7 +52,7 @@ def main() -> None:
     wall = time.perf_counter() - started
 
     run_dir = out_dir / "mrpc-bench"
-    rows = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+    rows = read_reported_epochs(run_dir)
     best = json.loads((run_dir / "best.json").read_text())
     default_rows = [r for r in rows if r["learning_rate"] == 5e-5 and r["warmup_ratio"] == 0.0]
     default_best = max(default_rows, key=lambda r: r["eval_f1"]) if default_rows else None

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from cli_search import REPO, run_cli_search_once
+from raytune_ft.results import read_reported_epochs
 
 GLUE = REPO.parent / "shared" / "data" / "glue"
 COURSE = {"learning_rate": 5e-5, "batch_size": 8, "num_epochs": 3, "warmup_ratio": 0.0, "seed": 42}
@@ -70,7 +71,7 @@ def run_search(task: str, kind: str, args, out_dir: Path) -> dict:
 
 
 def read_run(run_dir: Path, metric: str) -> dict:
-    epochs = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+    epochs = read_reported_epochs(run_dir)
     best = max(epochs, key=lambda row: row[f"eval_{metric}"])
     keys = ("learning_rate", "batch_size", "warmup_ratio", "num_epochs", "seed")
     result = {
