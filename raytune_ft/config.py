@@ -378,9 +378,9 @@ class Config(Section):
     @property
     def trains_in_trial_process(self) -> bool:
         """Whether a search trial runs the loop in its own process, not in a Ray Train TorchTrainer
-        (trial.py). PBT trials always use a TorchTrainer: their epochs reach Tune through its relay (pbt.py)."""
+        (trial.py). Under PBT too: each epoch's checkpoint goes straight to Tune, which PBT copies from."""
         resources = self.resources
-        return resources.ray_train == "auto" and resources.num_workers == 1 and self.search.scheduler != "pbt"
+        return resources.ray_train == "auto" and resources.num_workers == 1
 
     def max_lengths(self) -> list[int]:
         """Every max_length some trial can use: the data is tokenized once for each."""

@@ -1,15 +1,20 @@
-"""Population Based Training over trials that each run a Ray Train TorchTrainer.
+"""Population Based Training.
 
 PBT (Ray Tune's PopulationBasedTraining) trains a population of trials and, every
 `search.perturbation_interval` epochs, restarts the weakest ones from a copy of the strongest
 ones' checkpoints with perturbed learning_rate / warmup_ratio (exploit, then explore).
 
-It takes a trial's checkpoint from what the trial last reported to Ray Tune. Outside PBT our
-trials' epochs reach Tune from the Ray Train controller (TuneReportCallback), which hands Tune
-metrics only, so under PBT the trial driver relays each epoch itself (`TuneRelay`): the
-controller passes the epoch's metrics and Ray Train checkpoint through a queue, and the driver
-reports both to Tune, which copies the checkpoint into the trial's Tune folder. That copy is
-what a clone starts from, even after the donor's own Train run has dropped the original.
+It takes a trial's checkpoint from what the trial last reported to Ray Tune. A one-worker
+trial trains in its Tune trial's own process (trial.py) and reports each epoch with its
+checkpoint straight to Tune (reporting.TuneReporter); restarted, it goes on from
+tune.get_checkpoint(), its own or its donor's. Nothing below is needed for it.
+
+A trial with several workers runs a Ray Train TorchTrainer, whose epochs reach Tune from the
+Ray Train controller (TuneReportCallback) as metrics only, so under PBT its driver relays each
+epoch itself (`TuneRelay`): the controller passes the epoch's metrics and Ray Train checkpoint
+through a queue, and the driver reports both to Tune, which copies the checkpoint into the
+trial's Tune folder. That copy is what a clone starts from, even after the donor's own Train
+run has dropped the original.
 
 A trial driver started with a Tune checkpoint (its own, after PBT paused it or a search was
 resumed; or a donor's, after an exploit) starts a new Ray Train run from it, under a new name

@@ -1,10 +1,10 @@
-"""The search: a Ray Tune Tuner whose trials each run a Ray Train TorchTrainer.
+"""The search: a Ray Tune Tuner whose trials each run the training loop.
 
 Declared in one place, as Ray Tune's examples read:
   search space (from search.space) -> OptunaSearch (defaults evaluated first)
   -> scheduler (ASHA stops weak trials by epoch) -> Tuner over `run_trial`,
-and `run_trial` (trial.py), the trial driver, starts a TorchTrainer whose workers run
-`training_function`. Tokenized data is prepared once, before Ray starts, and handed to
+and `run_trial` (trial.py) runs `training_function` in the trial's own process (one worker)
+or in the workers of a Ray Train TorchTrainer (several). Tokenized data is prepared once, before Ray starts, and handed to
 every trial through Ray's object store.
 """
 
@@ -145,7 +145,7 @@ class RunFolderLog(tune.Callback):
     def __init__(self, run_dir: Path, config: Config, progress: SearchProgress | None = None, pbt: bool = False):
         self.run_dir, self.progress = run_dir, progress
         self.default_epochs = config.train.num_epochs
-        self.pbt = pbt  # the trials relay their epochs (pbt.py)
+        self.pbt = pbt  # every epoch reaches Tune with its checkpoint before PBT restarts a trial
         self.device_type, self.devices = trial_devices(config.resources)
         self.started: dict[str, float] = {}
         self.epochs_done: dict[str, int] = {}
@@ -250,22 +250,28 @@ def reuses_trial_processes(config: Config) -> bool:
     """Whether one trial process serves trial after trial: no process start and imports (torch,
     transformers: seconds) per trial. With FIFO every trial runs to its end. With ASHA, a trial
     that trains in its own process waits inside tune.report() for Tune's go-ahead after every
-    epoch, so when ASHA stops it, it leaves at once as the next trial starts. A TorchTrainer's
-    driver would still be inside trainer.fit() with its workers training: Tune's reset waits 2 s
-    for it and otherwise fails the next trial."""
-    return config.search.scheduler == "fifo" or (config.search.scheduler == "asha" and config.trains_in_trial_process)
+    epoch, so when ASHA stops it, it leaves at once as the next trial starts; when PBT pauses it
+    (to restart it from a stronger trial's checkpoint, or to wait for the others under synch),
+    the same, and its restart may run in that process or another one. A TorchTrainer's driver
+    would still be inside trainer.fit() with its workers training: Tune's reset waits 2 s for it
+    and otherwise fails the next trial."""
+    return config.search.scheduler == "fifo" or (config.search.scheduler in ("asha", "pbt") and config.trains_in_trial_process)
 
 
 def tune_trial_settings(config: Config) -> dict:
     """Restarts and checkpoints of trials that train in their own process are Tune's to keep
     (those of a TorchTrainer are Ray Train's, trial.py): as Ray Train would, a trial whose
     process dies starts again from its latest checkpoint, and Tune keeps the best one (the
-    newest epoch that improved) and the latest one."""
+    newest epoch that improved) and the latest one. Under PBT Tune keeps them all while the
+    search runs: a weak trial restarts from a strong one's checkpoint, which may no longer be
+    that trial's latest by the time the clone starts (Ray warns of num_to_keep <= 2 with PBT);
+    prune_ended_trials bounds them once the search ends."""
     if not config.trains_in_trial_process:
         return {}
+    keep_all = config.search.scheduler == "pbt"
     return {
         "failure_config": tune.FailureConfig(max_failures=config.resources.max_failures),
-        "checkpoint_config": tune.CheckpointConfig(
+        "checkpoint_config": tune.CheckpointConfig() if keep_all else tune.CheckpointConfig(
             num_to_keep=1, checkpoint_score_attribute="best_so_far", checkpoint_score_order="max"
         ),
     }
@@ -389,7 +395,8 @@ def run_search(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     for name, value in RAY_TRAIN_SETTINGS.items():
         os.environ.setdefault(name, value)
-    # Tune's advice for PBT concerns class trainables (reset_config); our trials restart by design (pbt.py).
+    # Tune advises reuse_actors for PBT: one-worker trials have it (reuses_trial_processes); a
+    # TorchTrainer trial cannot be reset and restarts in a new driver by design (pbt.py).
     warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
     try:
         # Into the object store once; every trial's workers read the same copy.
@@ -398,7 +405,7 @@ def run_search(
         trial_kwargs = {"base_config": config.model_dump(), "data": [data_refs], "storage_path": f"{storage}/trials",
                         "relay_to_tune": config.search.scheduler == "pbt"}
         trainable = tune.with_resources(tune.with_parameters(run_trial, **trial_kwargs), resources_per_trial)
-        callbacks = [RunFolderLog(run_dir, config, progress, pbt=trial_kwargs["relay_to_tune"]), *tracking_callbacks(config, run_dir)]
+        callbacks = [RunFolderLog(run_dir, config, progress, pbt=config.search.scheduler == "pbt"), *tracking_callbacks(config, run_dir)]
         if resume_dir:
             # Failed trials (a diverged loss, a bug) stay failed: running them again gives the same.
             tuner = tune.Tuner.restore(f"{storage}/tune", trainable, resume_unfinished=True, resume_errored=False)

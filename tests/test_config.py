@@ -169,12 +169,12 @@ def test_synch_belongs_to_pbt():
         load_config("configs/mrpc.yaml", ["search.synch=true"])
 
 
-def test_one_worker_trials_train_in_their_own_process_unless_told_or_under_pbt():
+def test_one_worker_trials_train_in_their_own_process_unless_told():
     config = load_config(QUICKSTART)
     assert config.resources.ray_train == "auto" and config.trains_in_trial_process
+    assert load_config(QUICKSTART, ["search.scheduler=pbt", "search.algorithm=random"]).trains_in_trial_process
     assert not load_config(QUICKSTART, ["resources.ray_train=always"]).trains_in_trial_process
     assert not load_config(QUICKSTART, ["resources.num_workers=2"]).trains_in_trial_process
-    assert not load_config(QUICKSTART, ["search.scheduler=pbt", "search.algorithm=random"]).trains_in_trial_process
 
 
 def test_a_search_saved_before_ray_train_existed_resumes_with_its_torch_trainers(tmp_path):

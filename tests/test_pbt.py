@@ -1,6 +1,8 @@
 """Population Based Training: a weak trial restarts from a strong trial's checkpoint with a
 perturbed learning rate and goes on from the donor's epoch; afterwards every trial keeps one
-checkpoint, Ray Tune's copies are gone, and nothing is left running on the cluster."""
+checkpoint and nothing is left running on the cluster. Both ways a trial trains: in its own
+process (one worker, resources.ray_train auto) and in a TorchTrainer whose epochs the trial
+driver relays to Tune (always; what a trial with several workers runs)."""
 
 from __future__ import annotations
 
@@ -20,9 +22,9 @@ GOOD_LR, BAD_LR = 2e-5, 3e-3
 EPOCHS, INTERVAL = 3, 2
 
 
-@pytest.fixture(scope="module")
-def pbt_search(tiny_bert_dir, tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("pbt")
+@pytest.fixture(scope="module", params=["auto", "always"], ids=["in-trial-process", "torchtrainer"])
+def pbt_search(request, tiny_bert_dir, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp(f"pbt-{request.param}")
     raw = quick_config(
         tiny_bert_dir,
         data={"max_train_samples": 1000},
@@ -40,7 +42,7 @@ def pbt_search(tiny_bert_dir, tmp_path_factory):
             "synch": True,
             "metric": "loss", "mode": "min", "seed": 0,
         },
-        resources={"max_concurrent_trials": 2},
+        resources={"max_concurrent_trials": 2, "ray_train": request.param},
         output={"dir": str(tmp_path / "runs"), "name": "pbt"},
         tracking={"tensorboard": False},
     )
@@ -103,18 +105,27 @@ def test_every_epoch_is_reported_once_per_lineage_and_every_trial_ends_at_the_la
     assert {event["epochs_done"] for event in ended.values()} == {EPOCHS}
 
 
-def test_after_the_search_each_trial_keeps_one_checkpoint_and_tunes_copies_are_gone(pbt_search):
+def test_after_the_search_each_trial_keeps_one_checkpoint(pbt_search, request):
     result, run_dir, _, events, leftovers = pbt_search
     assert result.exit_code == 0, result.output
-    assert not [path for path in (run_dir / "tune").glob("*/checkpoint_*") if path.is_dir()]
+    # Ray Train's runs (a TorchTrainer per start of a trial) and Ray Tune's checkpoints (copies of
+    # those under the relay; the only ones of a trial that trains in its own process).
+    train_runs = [path for path in (run_dir / "trials").glob("train-*/checkpoint_*") if path.is_dir()]
+    tune_copies = [path for path in (run_dir / "tune").glob("*/checkpoint_*") if path.is_dir()]
+    if "in-trial-process" in request.node.callspec.id:
+        assert not (run_dir / "trials").exists() or not list((run_dir / "trials").glob("train-*"))  # no TorchTrainer ran
+    else:
+        assert not tune_copies
     for trial_id in {event["trial_id"] for event in events}:
-        kept = [path for path in (run_dir / "trials").glob(f"train-{trial_id}*/checkpoint_*") if path.is_dir()]
+        kept = [path for path in train_runs + tune_copies if trial_id in str(path)]
         assert len(kept) == 1, (trial_id, kept)
         assert not (kept[0] / "training_state.pt").exists()
     best = json.loads((run_dir / "best.json").read_text())
     assert Path(best["checkpoint"]).is_dir()
     state = json.loads((run_dir / "search.json").read_text())
-    assert state["checkpoint_bytes"] == sum(p.stat().st_size for p in (run_dir / "trials").rglob("*") if p.is_file())
+    # What is left of Ray Train's run folders (checkpoint and bookkeeping) and Tune's checkpoints.
+    left = [*(run_dir / "trials").rglob("*"), *(path for copy in tune_copies for path in copy.rglob("*"))]
+    assert state["checkpoint_bytes"] == sum(path.stat().st_size for path in left if path.is_file())
     assert leftovers == (0, 0)  # no Train worker or placement group alive once the search ended
 
 
