@@ -4,8 +4,8 @@ Declared in one place, as Ray Tune's examples read:
   search space (from search.space) -> OptunaSearch (defaults evaluated first)
   -> scheduler (ASHA stops weak trials by epoch) -> Tuner over `run_trial`,
 and `run_trial` (trial.py) runs `training_function` in the trial's own process (one worker)
-or in the workers of a Ray Train TorchTrainer (several). Tokenized data is prepared once, before Ray starts, and handed to
-every trial through Ray's object store.
+or in the workers of a Ray Train TorchTrainer (several). Tokenized data is prepared once,
+before Ray starts, and handed to every trial through Ray's object store.
 """
 
 from __future__ import annotations
