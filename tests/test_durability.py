@@ -1,6 +1,7 @@
 """Work survives: a trial whose training process dies (the trial's own process, or its Ray
 Train worker) restarts from its latest checkpoint, and a search whose process was killed goes
-on with `search --resume` without losing or rerunning the trials it had finished."""
+on with `search --resume` without losing or rerunning the trials it had finished (a PBT
+search too, whose trials go on from their checkpoints)."""
 
 from __future__ import annotations
 
@@ -136,3 +137,52 @@ def test_a_killed_search_resumes_without_losing_or_rerunning_trials(tiny_bert_di
     # Whatever the kill left behind (a checkpoint written but never registered), the ended
     # trials keep one checkpoint each.
     assert all(len(checkpoint_folders(run_dir, trial_id)) == 1 for trial_id in per_trial)
+
+
+def test_a_killed_pbt_search_resumes_from_its_trials_checkpoints(tiny_bert_dir, tmp_path):
+    """PBT's one-worker trials train in their own process and hand their checkpoints to Tune,
+    which a resumed search restarts them from."""
+    epochs = 6
+    raw = yaml.safe_load(_config(tmp_path, tiny_bert_dir, "pbt", num_samples=2, num_epochs=epochs, batch_size=2).read_text())
+    raw["search"].update({"scheduler": "pbt", "algorithm": "random", "metric": "loss", "mode": "min",
+                          "perturbation_interval": 1, "quantile_fraction": 0.5, "seed": 0})
+    raw["resources"]["max_concurrent_trials"] = 2
+    config_path = tmp_path / "pbt-search.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    run_dir, log = tmp_path / "runs" / "pbt", tmp_path / "first.log"
+    search = _start_search([str(config_path), "--quiet"], log)
+
+    def both_trials_past_epoch_two() -> bool:
+        rows = _lines(run_dir / "epochs.jsonl")
+        return len({row["trial_id"] for row in rows if row["epoch"] >= 3}) == 2
+
+    try:
+        _wait_for(both_trials_past_epoch_two, search, log)
+    finally:
+        os.killpg(search.pid, signal.SIGKILL)  # no Ctrl-C, no chance to write anything
+        search.wait()
+    cut_at: dict[str, int] = {}
+    for row in _lines(run_dir / "epochs.jsonl"):
+        cut_at[row["trial_id"]] = max(cut_at.get(row["trial_id"], 0), row["epoch"])
+    assert len(cut_at) == 2 and max(cut_at.values()) < epochs
+
+    resumed_at = time.time()
+    log = tmp_path / "resumed.log"
+    resumed = _start_search(["--resume", str(run_dir), "--quiet"], log)
+    assert resumed.wait(timeout=400) == 0, log.read_text()[-3000:]
+
+    last_event = {e["trial_id"]: e for e in _lines(run_dir / "trials.jsonl")}
+    assert last_event.keys() == cut_at.keys()
+    assert {e["event"] for e in last_event.values()} == {"finished"}
+    assert {e["epochs_done"] for e in last_event.values()} == {epochs}
+    rows = _lines(run_dir / "epochs.jsonl")
+    for trial_id in cut_at:
+        # The resumed search went on from a checkpoint of the trial (the latest Tune had recorded:
+        # its state is saved every 2 s, and these epochs take about that), not from scratch.
+        after = sorted((row for row in rows if row["trial_id"] == trial_id and row["reported_at"] > resumed_at),
+                       key=lambda row: row["reported_at"])
+        assert after and after[0].get("resumed_from_epoch", 0) >= 1, after[:1]
+        assert after[0]["epoch"] > 1 and 1 not in [row["epoch"] for row in after]
+        assert max(row["epoch"] for row in after) == epochs
+        assert len(checkpoint_folders(run_dir, trial_id)) == 1
+    assert json.loads((run_dir / "search.json").read_text())["outcome"] == "finished"
