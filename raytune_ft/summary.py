@@ -221,6 +221,9 @@ def _trials(config: Config, rows: list[dict], events: list[dict], search_running
 
     for event in events:
         trial = get(event["trial_id"], event.get("config", {}))
+        if event["event"] == "restarted" and event.get("config"):
+            # PBT restarted it with new values (pbt.py): show those it went on with, as Tune does.
+            trial.config = event["config"]
         if event["event"] == "started":
             trial.started_at = event["time"]
             trial.planned_epochs = event.get("planned_epochs", trial.planned_epochs)

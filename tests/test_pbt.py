@@ -16,6 +16,7 @@ from ray.util.state import list_actors, list_placement_groups
 
 from conftest import quick_config
 from raytune_ft.cli import main
+from raytune_ft.summary import summarize_run
 from ray_cluster import local_cluster
 
 GOOD_LR, BAD_LR = 2e-5, 3e-3
@@ -83,6 +84,10 @@ def test_a_weak_trial_restarts_from_a_strong_trials_checkpoint_with_a_perturbed_
     assert first["learning_rate"] != pytest.approx(BAD_LR)
     # Linear decay, no warmup: at the end of epoch e the schedule is at new_lr * (1 - e / EPOCHS).
     assert first["last_learning_rate"] == pytest.approx(new_lr * (1 - first["epoch"] / EPOCHS), rel=1e-6)
+    # The search's tables show the values a trial went on with, not those it started with.
+    trial = next(t for t in summarize_run(run_dir).trials if t.trial_id == clone["trial_id"])
+    last_restart = [event for event in restarts if event["trial_id"] == clone["trial_id"]][-1]
+    assert trial.config == last_restart["config"]
 
 
 def test_every_epoch_is_reported_once_per_lineage_and_every_trial_ends_at_the_last(pbt_search):
