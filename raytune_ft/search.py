@@ -402,10 +402,11 @@ def run_search(
         # Into the object store once; every trial's workers read the same copy.
         data_refs = {length: ray.put(load_tokenized(path, in_memory=True)) for length, (path, _) in data_paths.items()}
         searched = list(config.search.space)
+        under_pbt = config.search.scheduler == "pbt"
         trial_kwargs = {"base_config": config.model_dump(), "data": [data_refs], "storage_path": f"{storage}/trials",
-                        "relay_to_tune": config.search.scheduler == "pbt"}
+                        "relay_to_tune": under_pbt}
         trainable = tune.with_resources(tune.with_parameters(run_trial, **trial_kwargs), resources_per_trial)
-        callbacks = [RunFolderLog(run_dir, config, progress, pbt=config.search.scheduler == "pbt"), *tracking_callbacks(config, run_dir)]
+        callbacks = [RunFolderLog(run_dir, config, progress, pbt=under_pbt), *tracking_callbacks(config, run_dir)]
         if resume_dir:
             # Failed trials (a diverged loss, a bug) stay failed: running them again gives the same.
             tuner = tune.Tuner.restore(f"{storage}/tune", trainable, resume_unfinished=True, resume_errored=False)
@@ -419,7 +420,7 @@ def run_search(
                     f"searching {', '.join(searched) or 'nothing (fixed values)'}: {planned_trials(config)} trials "
                     f"({config.search.algorithm}), {max_concurrent} at a time, scheduler {config.search.scheduler}, metric eval_{config.metric} ({config.search.mode})"
                 )
-                if config.search.scheduler == "pbt" and planned_trials(config) > max_concurrent:
+                if under_pbt and planned_trials(config) > max_concurrent:
                     console.print(
                         f"note: PBT ranks and copies only trials running together: {max_concurrent} at a time; "
                         "the later trials start as earlier ones end (lower search.num_samples or give more resources)"

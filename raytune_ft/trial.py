@@ -10,9 +10,10 @@ checkpoint (tune.FailureConfig), and a resumed search goes on from it.
 Ray pickles a trainable by reference, so every trial driver process imports the module that
 defines it. A trial that finds no driver process to reuse (the first trials of a search, a
 TorchTrainer trial under ASHA or PBT) gets a new one, and Tune lets its imports finish before
-the trial counts as started, so they cost CPU and wall time between trials: raytune_ft.search would bring Optuna, rich, the
-tracking callbacks and more (13-15 s in a fresh process on a slow day here, against 5-7 s
-for this module). This module imports only what a trial needs.
+the trial counts as started, so they cost CPU and wall time between trials:
+raytune_ft.search would bring Optuna, rich, the tracking callbacks and more (13-15 s in a
+fresh process on a slow day here, against 5-7 s for this module). This module imports only
+what a trial needs.
 """
 
 from __future__ import annotations
