@@ -49,7 +49,7 @@ def method_overrides(method: str, args) -> dict:
     if method == "random":
         return {**common, "search.algorithm": "random", "search.scheduler": "fifo"}
     return {**common, "search.algorithm": "tpe", "search.scheduler": "asha", "search.n_startup_trials": args.tpe_startup,
-            "search.grace_period": args.grace}
+            "search.grace_period": args.grace, "search.scheduler_metric": args.scheduler_metric}
 
 
 def run_method(method: str, args, out_dir: Path) -> dict:
@@ -114,7 +114,7 @@ def best_within(curve: list[dict], metric: str, cpu_seconds: float) -> float | N
     return seen[-1] if seen else None
 
 
-def plot(results: dict, grid_best: dict, grace: int, path: Path) -> None:
+def plot(results: dict, grid_best: dict, asha: str, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -126,7 +126,7 @@ def plot(results: dict, grid_best: dict, grace: int, path: Path) -> None:
             for method, result in results.items():
                 xs = [p[key] for p in result["curve"]]
                 ys = [p[f"best_{metric}"] for p in result["curve"]]
-                name = f"{method}, grace {grace}" if method == "tpe+asha" else method
+                name = f"{method}, {asha}" if method == "tpe+asha" else method
                 ax.step(xs, ys, where="post", label=f"{name} (best {result[f'best_{metric}']:.4f})", marker="o", markersize=3)
             ax.axhline(grid_best[metric], color="gray", linestyle=":", linewidth=1, label="grid's best")
             ax.set_xlabel(f"compute spent ({label})")
@@ -145,6 +145,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8, help="trials of tpe+asha and of random")
     parser.add_argument("--tpe-startup", type=int, default=3, help="TPE's random start-up trials (the tool's default is 10)")
     parser.add_argument("--grace", type=int, default=1, help="ASHA's grace period in epochs (the tool's default is 1)")
+    parser.add_argument("--scheduler-metric", default="loss",
+                        help="what ASHA ranks trials on (search.scheduler_metric; the tool's default loss; f1 before 2026-12-05)")
     parser.add_argument("--search-seed", type=int, default=0, help="search.seed of tpe+asha and random: their sampling (a repeat: another seed)")
     parser.add_argument("--concurrent", type=int, default=2, help="trials at a time (1 CPU each)")
     parser.add_argument("--methods", default="tpe+asha,random,grid")
@@ -163,7 +165,8 @@ def main() -> None:
     first = next(iter(results.values()))
     summary = {"bench": "efficiency", "model": "all-MiniLM-L6-v2", "train_samples": first["train_samples"],
                "dev_samples": first["dev_samples"], "concurrent": args.concurrent,
-               "tpe_startup_trials": args.tpe_startup, "search_seed": args.search_seed, "asha_grace_epochs": args.grace, "grid": GRID, "lr_range": [LR_LOW, LR_HIGH],
+               "tpe_startup_trials": args.tpe_startup, "search_seed": args.search_seed, "asha_grace_epochs": args.grace,
+               "asha_scheduler_metric": args.scheduler_metric, "grid": GRID, "lr_range": [LR_LOW, LR_HIGH],
                "grid_best_f1": round(grid_best["f1"], 4), "grid_best_accuracy": round(grid_best["accuracy"], 4),
                "run_dir": str(out_dir), "methods": {}}
     for method, result in results.items():
@@ -198,7 +201,7 @@ def main() -> None:
         for metric, flag in (("f1", "tpe_asha_reached_grid_best_within_third"), ("accuracy", "tpe_asha_reached_grid_best_accuracy_within_third")):
             share = tpe.get(f"reached_grid_best_{metric}_cpu_over_grid")
             summary[flag] = share is not None and share <= 1 / 3
-    plot(results, grid_best, args.grace, Path(args.plot))
+    plot(results, grid_best, f"grace {args.grace}, ranks on {args.scheduler_metric}", Path(args.plot))
     print(f"plot: {args.plot}")
     print("BENCH " + json.dumps(summary), flush=True)
 

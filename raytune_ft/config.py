@@ -106,6 +106,12 @@ class SearchSection(Section):
     # How the next trial's values are chosen: tpe (Optuna), random (Ray Tune's sampling of
     # the space), or grid (every combination of the keys' choice lists, num_samples times).
     algorithm: Literal["tpe", "random", "grid"] = "tpe"
+    # What ASHA (at each rung) and PBT (at each perturbation step) compare trials on: a metric
+    # name as in `metric`. loss (eval_loss, lower is better) by default, whatever `metric` is: after
+    # an epoch or two accuracy and F1 tie or invert (a trial stuck on the majority class can outscore
+    # one that is learning), while eval_loss is continuous and ranked the trials' final F1 better
+    # (BENCHMARKS.md, search efficiency). The best trial is still the best by `metric`.
+    scheduler_metric: str = "loss"
     grace_period: int = Field(1, ge=1)  # ASHA: epochs every trial gets before it can be stopped
     reduction_factor: float = Field(2, gt=1)  # ASHA: keep 1/reduction_factor at each rung
     perturbation_interval: int = Field(1, ge=1)  # PBT: epochs between exploit/explore steps
@@ -391,9 +397,11 @@ class Config(Section):
         """Also called once a custom task's labels are read from the data (f1 needs two)."""
         # "loss" is eval_loss (search with mode min): continuous where accuracies tie.
         metrics = (*self.task_spec().reported_metrics, "loss")
-        if self.search.metric is not None and self.search.metric not in metrics:
-            # A ConfigError, not a ValueError: raised outside validation too (pydantic wraps both).
-            raise ConfigError(f"search.metric: {self.search.metric!r} is not a metric of task {self.task}; use one of {', '.join(metrics)}")
+        for key in ("metric", "scheduler_metric"):
+            value = getattr(self.search, key)
+            if value is not None and value not in metrics:
+                # A ConfigError, not a ValueError: raised outside validation too (pydantic wraps both).
+                raise ConfigError(f"search.{key}: {value!r} is not a metric of task {self.task}; use one of {', '.join(metrics)}")
 
     def task_spec(self) -> Task:
         if self.task == "custom":
@@ -404,6 +412,13 @@ class Config(Section):
     def metric(self) -> str:
         """The metric the search optimizes (without the `eval_` prefix)."""
         return self.search.metric or self.task_spec().main_metric
+
+    @property
+    def scheduler_metric(self) -> tuple[str, str]:
+        """The reported metric ASHA and PBT rank trials on, and its mode."""
+        name = self.search.scheduler_metric
+        mode = self.search.mode if name == self.metric else "min" if name == "loss" else "max"
+        return f"eval_{name}", mode
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

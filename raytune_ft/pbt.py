@@ -36,7 +36,7 @@ from ray.util.queue import Empty, Queue
 from raytune_ft.config import PBT_MUTATIONS, Config
 
 
-def build_pbt_scheduler(config: Config, param_space: dict) -> PopulationBasedTraining:
+def build_pbt_scheduler(config: Config, param_space: dict, metric: str, mode: str) -> PopulationBasedTraining:
     mutations, bounds = {}, {}
     for key in PBT_MUTATIONS:
         if key not in config.search.space:
@@ -54,6 +54,8 @@ def build_pbt_scheduler(config: Config, param_space: dict) -> PopulationBasedTra
         return new_config
 
     return PopulationBasedTraining(
+        metric=metric,  # which trials are strong: config.scheduler_metric
+        mode=mode,
         time_attr="epoch",  # the trial's own epoch: a clone goes on at its donor's epoch + 1
         perturbation_interval=config.search.perturbation_interval,
         hyperparam_mutations=mutations,

@@ -95,11 +95,16 @@ def max_epochs(config: Config) -> int:
 
 
 def build_scheduler(config: Config):
+    """ASHA and PBT get their own metric (config.scheduler_metric, eval_loss by default), which may
+    differ from the search's: so Tune's TuneConfig gets none, and the searcher gets the search's."""
+    metric, mode = config.scheduler_metric
     if config.search.scheduler == "pbt":
-        return build_pbt_scheduler(config, build_param_space(config))
+        return build_pbt_scheduler(config, build_param_space(config), metric, mode)
     if config.search.scheduler == "asha":
         # One Tune iteration = one reported epoch.
         return ASHAScheduler(
+            metric=metric,
+            mode=mode,
             # The trial's own epoch count, not Tune's iteration count: a trial restarted by
             # a resumed search goes on at epoch k+1, while Tune counts its reports from 1 again.
             time_attr="epoch",
@@ -124,7 +129,8 @@ def build_search_algorithm(config: Config, max_concurrent: int = 0) -> Searcher 
         multivariate=config.search.multivariate,
         n_startup_trials=config.search.n_startup_trials,
     )
-    return OptunaSearch(points_to_evaluate=points_to_evaluate(config) or None, sampler=sampler)
+    return OptunaSearch(points_to_evaluate=points_to_evaluate(config) or None, sampler=sampler,
+                        metric=f"eval_{config.metric}", mode=config.search.mode)
 
 
 def tune_max_concurrent_trials(search_alg, max_concurrent: int) -> int | None:
@@ -430,8 +436,7 @@ def run_search(
                 trainable,
                 param_space=build_param_space(config),
                 tune_config=tune.TuneConfig(
-                    metric=f"eval_{config.metric}",
-                    mode=config.search.mode,
+                    # No metric here: the scheduler and the searcher each have their own (build_scheduler).
                     search_alg=search_alg,
                     scheduler=build_scheduler(config),
                     num_samples=config.search.num_samples,

@@ -42,6 +42,7 @@ def test_unknown_key_suggests_the_right_one():
         ({"resources": {"num_workers": 0}}, "resources.num_workers"),
         ({"task": "squad"}, "task"),
         ({"task": "stsb", "search": {"metric": "accuracy"}}, "search.metric"),
+        ({"search": {"scheduler_metric": "eval_loss"}}, "search.scheduler_metric"),
         ({"task": "mrpc", "data": {"label_names": ["no", "yes"]}}, "data.label_names"),
         ({"task": "qnli", "data": {"text_columns": ["question"]}}, "data.text_columns"),
         ({"task": "custom", "data": {"text_columns": ["text"]}}, "data.train_file"),
@@ -53,6 +54,14 @@ def test_unknown_key_suggests_the_right_one():
 )
 def test_impossible_values_name_their_field(raw, field):
     assert field in error_of(raw)
+
+
+def test_schedulers_rank_on_eval_loss_unless_told_otherwise():
+    config = load_config("configs/mrpc.yaml")
+    assert (config.metric, config.scheduler_metric) == ("f1", ("eval_loss", "min"))
+    assert load_config("configs/mrpc.yaml", ["search.scheduler_metric=accuracy"]).scheduler_metric == ("eval_accuracy", "max")
+    # The search's own metric keeps the search's mode.
+    assert load_config("configs/mrpc.yaml", ["search.scheduler_metric=f1", "search.mode=min"]).scheduler_metric == ("eval_f1", "min")
 
 
 def test_every_shipped_config_is_valid():

@@ -60,14 +60,15 @@ def asha_search(tiny_bert_dir, tmp_path_factory, request):
         tiny_bert_dir,
         train={"num_epochs": 3},
         search={
-            # Eval loss, not accuracy (a tiny random model's accuracy ties at chance, and ASHA
-            # stops no trial on a tie). Two small learning rates first, then two large ones,
-            # whose eval loss is higher: ASHA has seen the good ones at each rung when the
-            # others get there, whatever order the trials' epochs end in.
+            # The search optimizes accuracy and ASHA ranks on eval loss (search.scheduler_metric's
+            # default). At these learning rates the tiny random model predicts the majority
+            # class, so every trial's accuracy ties (ranked on accuracy ASHA stopped none: seen),
+            # while eval loss rises with the learning rate. The two smallest go first: ASHA has
+            # seen them at each rung when the others get there, whatever order epochs end in.
             "space": {"learning_rate": {"loguniform": [1e-6, 3e-3]}},
-            "points_to_evaluate": [{"learning_rate": lr} for lr in (2e-5, 4e-5, 3e-3, 2.5e-3)],
+            "points_to_evaluate": [{"learning_rate": lr} for lr in (2e-5, 4e-5, 1e-4, 2e-4)],
             "num_samples": 4, "scheduler": "asha", "grace_period": 1, "reduction_factor": 2,
-            "metric": "loss", "mode": "min", "seed": 0,
+            "metric": "accuracy", "mode": "max", "seed": 0,
         },
         resources={"ray_train": ray_train},
         output={"dir": str(tmp_path / "runs"), "name": "asha", "keep_checkpoints": False},
@@ -96,6 +97,23 @@ def test_asha_stops_some_trials_and_the_search_finishes(asha_search):
     assert len(epochs) == 4
     assert min(epochs.values()) < 3, f"ASHA stopped no trial: {epochs}"
     assert max(epochs.values()) == 3
+
+
+def test_asha_ranks_trials_on_eval_loss_while_the_search_optimizes_accuracy(asha_search):
+    """search.scheduler_metric (default loss): the trials tie on accuracy, and every trial ASHA
+    stopped had a higher eval loss at its last epoch than a trial that went on had there."""
+    _, rows, *_ = asha_search
+    assert len({row["eval_accuracy"] for row in rows}) == 1, "accuracies differ: the stops may not come from the loss"
+    by_trial = {}
+    for row in rows:
+        by_trial.setdefault(row["trial_id"], {})[row["epoch"]] = row
+    last_epoch = {trial: max(epochs) for trial, epochs in by_trial.items()}
+    stopped = [trial for trial, last in last_epoch.items() if last < 3]
+    assert stopped
+    for trial in stopped:
+        rung = last_epoch[trial]
+        went_on = [epochs[rung]["eval_loss"] for other, epochs in by_trial.items() if last_epoch[other] > rung]
+        assert went_on and by_trial[trial][rung]["eval_loss"] > min(went_on), (trial, rung, by_trial)
 
 
 def test_stopped_trials_free_their_workers_and_placement_groups(asha_search):
