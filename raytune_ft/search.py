@@ -115,6 +115,14 @@ def build_scheduler(config: Config):
     return FIFOScheduler()
 
 
+def scheduler_words(config: Config) -> str:
+    """The scheduler, and what it ranks trials on where that is not the search's metric."""
+    metric, _ = config.scheduler_metric
+    if config.search.scheduler == "fifo" or metric == f"eval_{config.metric}":
+        return config.search.scheduler
+    return f"{config.search.scheduler} (ranks trials on {metric})"
+
+
 def build_search_algorithm(config: Config, max_concurrent: int = 0) -> Searcher | BasicVariantGenerator | None:
     if not config.search.space or config.search.algorithm == "grid":
         return None  # Tune's own generator: the grid, or num_samples repeats of the fixed train values
@@ -424,7 +432,7 @@ def run_search(
             if not quiet:
                 console.print(
                     f"searching {', '.join(searched) or 'nothing (fixed values)'}: {planned_trials(config)} trials "
-                    f"({config.search.algorithm}), {max_concurrent} at a time, scheduler {config.search.scheduler}, metric eval_{config.metric} ({config.search.mode})"
+                    f"({config.search.algorithm}), {max_concurrent} at a time, scheduler {scheduler_words(config)}, metric eval_{config.metric} ({config.search.mode})"
                 )
                 if under_pbt and planned_trials(config) > max_concurrent:
                     console.print(

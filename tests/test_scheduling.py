@@ -102,7 +102,8 @@ def test_asha_stops_some_trials_and_the_search_finishes(asha_search):
 def test_asha_ranks_trials_on_eval_loss_while_the_search_optimizes_accuracy(asha_search):
     """search.scheduler_metric (default loss): the trials tie on accuracy, and every trial ASHA
     stopped had a higher eval loss at its last epoch than a trial that went on had there."""
-    _, rows, *_ = asha_search
+    result, rows, *_ = asha_search
+    assert "scheduler asha (ranks trials on eval_loss), metric eval_accuracy (max)" in result.output
     assert len({row["eval_accuracy"] for row in rows}) == 1, "accuracies differ: the stops may not come from the loss"
     by_trial = {}
     for row in rows:
