@@ -1,0 +1,224 @@
+"""Benchmark (analysis of finished searches): which epoch-1 score best predicts a trial's final
+score, i.e. what should ASHA and PBT rank trials on early (search.scheduler_metric)?
+
+Two answers from the same trials:
+1. rank correlation: each epoch-1 score against the trial's best dev F1;
+2. replay: ASHA searches replayed on the recorded epochs, ranking once on eval_loss and once on
+   eval_f1 with the same trials in the same order (--replays of them): the best dev F1 each found
+   and the trial-epochs it spent.
+
+Reads the epochs.jsonl of the run folders given (e.g. bench/efficiency.py's), keeps every trial
+that trained two epochs or more, and ranks those trials by their epoch-1 eval_loss, eval_f1 and
+eval_accuracy against their best eval_f1 over all their epochs (the search's metric on MRPC):
+Spearman's rank correlation for each. A trial that ran in several searches (the same values and
+the same epoch-1 result, e.g. a grid folder copied into several --out folders, or TPE's first
+suggestions with the same seed) counts once. The last line is `BENCH {json}`.
+
+    python bench/early_ranking.py /tmp/benchout/eff2000/{grid,random}/ /tmp/benchout/eff2000-grace2/tpe+asha/ /tmp/benchout/eff2000-s{1,2}-g2/tpe+asha/
+
+The replay draws --trials distinct trials at random from those that ran all their planned
+epochs, starts them in a random order --concurrent at a time, lets every epoch take one time
+unit (plus a little noise, so that which of two trials running together reports first is a coin
+toss, as it is on a real machine), and applies Ray Tune's ASHA rule (async_hyperband._Bracket:
+rungs at grace * reduction_factor**k below max_t; stop a trial that is below the
+(1 - 1/reduction_factor) quantile of what its rung has recorded). Unlike a real search the
+trials are drawn at random, not suggested by TPE from earlier results.
+
+Give it searches that chose no trial by an epoch-1 score: FIFO ones (grid, random) and ASHA
+with a grace period of 2 epochs or more. Under ASHA with grace 1 the trials that went on are
+those the epoch-1 score ranked high, which narrows that score's spread among them and so
+understates how well it predicts (trials stopped after epoch 1 have no final score).
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import random
+import statistics
+from pathlib import Path
+
+from raytune_ft.results import read_reported_epochs
+
+PREDICTORS = (("eval_loss", -1), ("eval_f1", 1), ("eval_accuracy", 1))  # sign: higher predicts better
+TARGET = "eval_f1"
+
+
+def ranks(values: list[float]) -> list[float]:
+    """1-based ranks, ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    result = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            result[order[position]] = (start + end) / 2 + 1
+        start = end + 1
+    return result
+
+
+def spearman(xs: list[float], ys: list[float]) -> float:
+    rx, ry = ranks(xs), ranks(ys)
+    mean = (len(xs) + 1) / 2
+    cov = sum((a - mean) * (b - mean) for a, b in zip(rx, ry))
+    var_x = sum((a - mean) ** 2 for a in rx)
+    var_y = sum((b - mean) ** 2 for b in ry)
+    return cov / (var_x * var_y) ** 0.5
+
+
+def multi_epoch_trials(run_dirs: list[Path]) -> list[dict]:
+    trials, seen = [], set()
+    for run_dir in run_dirs:
+        by_trial: dict[str, dict[int, dict]] = {}
+        for row in read_reported_epochs(run_dir):
+            by_trial.setdefault(row["trial_id"], {})[row["epoch"]] = row
+        for trial_id, epochs in sorted(by_trial.items()):
+            if 1 not in epochs or max(epochs) < 2:
+                continue
+            first = epochs[1]
+            key = (round(first["learning_rate"], 10), first.get("num_epochs"), round(first.get("warmup_ratio", 0), 8),
+                   round(first["eval_loss"], 6))
+            if key in seen:
+                continue
+            seen.add(key)
+            trials.append({"run": str(run_dir), "trial_id": trial_id, "epochs": max(epochs),
+                           **{f"epoch1_{name}": first[name] for name, _ in PREDICTORS},
+                           f"best_{TARGET}": max(row[TARGET] for row in epochs.values())})
+    return trials
+
+
+def complete_trials(run_dirs: list[Path]) -> list[dict[int, dict]]:
+    """Every trial (its rows by epoch) that reported all the epochs it planned, each counted once."""
+    trials, seen = [], set()
+    for run_dir in run_dirs:
+        by_trial: dict[str, dict[int, dict]] = {}
+        for row in read_reported_epochs(run_dir):
+            by_trial.setdefault(row["trial_id"], {})[row["epoch"]] = row
+        for epochs in by_trial.values():
+            first = epochs.get(1)
+            if first is None or sorted(epochs) != list(range(1, first["num_epochs"] + 1)):
+                continue
+            key = (round(first["learning_rate"], 10), first["num_epochs"], round(first["warmup_ratio"], 8), round(first["eval_loss"], 6))
+            if key not in seen:
+                seen.add(key)
+                trials.append(epochs)
+    return trials
+
+
+def asha_rungs(grace: int, reduction_factor: float, max_t: int) -> list[float]:
+    """The milestones of Ray Tune's single ASHA bracket, highest first."""
+    count = 0
+    while grace * reduction_factor ** count < max_t:
+        count += 1
+    return [grace * reduction_factor ** k for k in reversed(range(count))]
+
+
+def replay_asha(trials: list[dict[int, dict]], order_noise: list[list[float]], metric: str, sign: int,
+                concurrent: int, rungs: list[float], reduction_factor: float) -> tuple[float, int]:
+    """One ASHA search over `trials` (started in list order): (best eval_f1 reported, trial-epochs)."""
+    recorded: dict[float, dict[int, float]] = {milestone: {} for milestone in rungs}
+    quantile = (1 - 1 / reduction_factor) * 100
+    events: list[tuple[float, int, int]] = []  # (time the epoch is reported, trial, epoch)
+    waiting = list(range(len(trials)))
+    best, spent = float("-inf"), 0
+
+    def start(index: int, now: float) -> None:
+        heapq.heappush(events, (now + 1 + order_noise[index][0], index, 1))
+
+    for _ in range(min(concurrent, len(waiting))):
+        start(waiting.pop(0), 0.0)
+    while events:
+        now, index, epoch = heapq.heappop(events)
+        row = trials[index][epoch]
+        spent += 1
+        best = max(best, row[TARGET])
+        score = sign * row[metric]
+        stop = False
+        for milestone in rungs:  # as async_hyperband._Bracket.on_result
+            if epoch < milestone or index in recorded[milestone]:
+                continue
+            values = list(recorded[milestone].values())
+            if values and score < percentile(values, quantile):
+                stop = True
+            recorded[milestone][index] = score
+            break
+        if not stop and epoch < len(trials[index]):
+            heapq.heappush(events, (now + 1 + order_noise[index][epoch], index, epoch + 1))
+        elif waiting:
+            start(waiting.pop(0), now)
+    return best, spent
+
+
+def percentile(values: list[float], q: float) -> float:
+    """numpy.percentile's default (linear interpolation)."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def replay(pool: list[dict[int, dict]], args) -> dict:
+    rng = random.Random(args.seed)
+    max_t = max(len(trial) for trial in pool)
+    rungs = asha_rungs(args.grace, args.reduction_factor, max_t)
+    outcomes = {name: {"best": [], "spent": []} for name, _ in REPLAYED}
+    for _ in range(args.replays):
+        trials = rng.sample(pool, args.trials)
+        noise = [[rng.uniform(0, 0.05) for _ in range(max_t)] for _ in trials]
+        for name, sign in REPLAYED:
+            best, spent = replay_asha(trials, noise, name, sign, args.concurrent, rungs, args.reduction_factor)
+            outcomes[name]["best"].append(best)
+            outcomes[name]["spent"].append(spent)
+    loss, f1 = outcomes["eval_loss"]["best"], outcomes["eval_f1"]["best"]
+    return {
+        "pool_trials": len(pool), "replays": args.replays, "trials_per_search": args.trials, "concurrent": args.concurrent,
+        "grace": args.grace, "reduction_factor": args.reduction_factor, "rungs": rungs,
+        "pool_best_f1": round(max(row[TARGET] for trial in pool for row in trial.values()), 4),
+        **{f"ranked_on_{name}": {"mean_best_f1": round(statistics.mean(values["best"]), 4),
+                                  "mean_trial_epochs": round(statistics.mean(values["spent"]), 2)}
+           for name, values in outcomes.items()},
+        "loss_better_equal_worse": [sum(a > b for a, b in zip(loss, f1)), sum(a == b for a, b in zip(loss, f1)),
+                                    sum(a < b for a, b in zip(loss, f1))],
+    }
+
+
+REPLAYED = (("eval_loss", -1), ("eval_f1", 1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="run folders (each with an epochs.jsonl)")
+    parser.add_argument("--replays", type=int, default=10000, help="ASHA searches replayed per ranking")
+    parser.add_argument("--trials", type=int, default=8, help="trials per replayed search")
+    parser.add_argument("--concurrent", type=int, default=2)
+    parser.add_argument("--grace", type=int, default=1)
+    parser.add_argument("--reduction-factor", type=float, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    run_dirs = [path for path in args.run_dirs if (path / "epochs.jsonl").exists()]
+    trials = multi_epoch_trials(run_dirs)
+    final = [trial[f"best_{TARGET}"] for trial in trials]
+    correlations = {name: round(spearman([sign * trial[f"epoch1_{name}"] for trial in trials], final), 3)
+                    for name, sign in PREDICTORS}
+    print(f"{len(trials)} trials with 2+ epochs from {len(run_dirs)} run folders; "
+          f"Spearman of the epoch-1 score against the best {TARGET}:")
+    for name, value in correlations.items():
+        print(f"  {name:14} {value:+.3f}")
+    replayed = replay(complete_trials(run_dirs), args)
+    print(f"ASHA replayed {args.replays} times on {replayed['pool_trials']} complete trials "
+          f"({args.trials} per search, {args.concurrent} at a time, grace {args.grace}):")
+    for name, _ in REPLAYED:
+        result = replayed[f"ranked_on_{name}"]
+        print(f"  ranked on {name:10} mean best F1 {result['mean_best_f1']:.4f}, mean trial-epochs {result['mean_trial_epochs']:.2f}")
+    print("  loss better / equal / worse than f1: " + " / ".join(map(str, replayed["loss_better_equal_worse"])))
+    print("BENCH " + json.dumps({"bench": "early_ranking", "run_dirs": [str(path) for path in run_dirs],
+                                 "trials": len(trials), "target": f"best {TARGET}",
+                                 "spearman_epoch1": correlations, "replay": replayed}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
