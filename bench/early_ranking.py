@@ -69,29 +69,8 @@ def spearman(xs: list[float], ys: list[float]) -> float:
     return cov / (var_x * var_y) ** 0.5
 
 
-def multi_epoch_trials(run_dirs: list[Path]) -> list[dict]:
-    trials, seen = [], set()
-    for run_dir in run_dirs:
-        by_trial: dict[str, dict[int, dict]] = {}
-        for row in read_reported_epochs(run_dir):
-            by_trial.setdefault(row["trial_id"], {})[row["epoch"]] = row
-        for trial_id, epochs in sorted(by_trial.items()):
-            if 1 not in epochs or max(epochs) < 2:
-                continue
-            first = epochs[1]
-            key = (round(first["learning_rate"], 10), first.get("num_epochs"), round(first.get("warmup_ratio", 0), 8),
-                   round(first["eval_loss"], 6))
-            if key in seen:
-                continue
-            seen.add(key)
-            trials.append({"run": str(run_dir), "trial_id": trial_id, "epochs": max(epochs),
-                           **{f"epoch1_{name}": first[name] for name, _ in PREDICTORS},
-                           f"best_{TARGET}": max(row[TARGET] for row in epochs.values())})
-    return trials
-
-
-def complete_trials(run_dirs: list[Path]) -> list[dict[int, dict]]:
-    """Every trial (its rows by epoch) that reported all the epochs it planned, each counted once."""
+def unique_trials(run_dirs: list[Path]) -> list[dict[int, dict]]:
+    """Every trial's rows by epoch; a trial found in several run folders counts once (above)."""
     trials, seen = [], set()
     for run_dir in run_dirs:
         by_trial: dict[str, dict[int, dict]] = {}
@@ -99,13 +78,18 @@ def complete_trials(run_dirs: list[Path]) -> list[dict[int, dict]]:
             by_trial.setdefault(row["trial_id"], {})[row["epoch"]] = row
         for epochs in by_trial.values():
             first = epochs.get(1)
-            if first is None or sorted(epochs) != list(range(1, first["num_epochs"] + 1)):
+            if first is None:
                 continue
             key = (round(first["learning_rate"], 10), first["num_epochs"], round(first["warmup_ratio"], 8), round(first["eval_loss"], 6))
             if key not in seen:
                 seen.add(key)
                 trials.append(epochs)
     return trials
+
+
+def is_complete(epochs: dict[int, dict]) -> bool:
+    """Whether the trial reported every epoch it planned (no scheduler stopped it)."""
+    return sorted(epochs) == list(range(1, epochs[1]["num_epochs"] + 1))
 
 
 def asha_rungs(grace: int, reduction_factor: float, max_t: int) -> list[float]:
@@ -200,15 +184,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     run_dirs = [path for path in args.run_dirs if (path / "epochs.jsonl").exists()]
-    trials = multi_epoch_trials(run_dirs)
-    final = [trial[f"best_{TARGET}"] for trial in trials]
-    correlations = {name: round(spearman([sign * trial[f"epoch1_{name}"] for trial in trials], final), 3)
+    every_trial = unique_trials(run_dirs)
+    trials = [epochs for epochs in every_trial if len(epochs) >= 2]
+    final = [max(row[TARGET] for row in epochs.values()) for epochs in trials]
+    correlations = {name: round(spearman([sign * epochs[1][name] for epochs in trials], final), 3)
                     for name, sign in PREDICTORS}
     print(f"{len(trials)} trials with 2+ epochs from {len(run_dirs)} run folders; "
           f"Spearman of the epoch-1 score against the best {TARGET}:")
     for name, value in correlations.items():
         print(f"  {name:14} {value:+.3f}")
-    replayed = replay(complete_trials(run_dirs), args)
+    replayed = replay([epochs for epochs in every_trial if is_complete(epochs)], args)
     print(f"ASHA replayed {args.replays} times on {replayed['pool_trials']} complete trials "
           f"({args.trials} per search, {args.concurrent} at a time, grace {args.grace}):")
     for name, _ in REPLAYED:
