@@ -2,15 +2,15 @@
 score, i.e. what should ASHA and PBT rank trials on early (search.scheduler_metric)?
 
 Two answers from the same trials:
-1. rank correlation: each epoch-1 score against the trial's best dev F1;
+1. rank correlation: each epoch-1 score against the trial's best dev score (--target: F1 on MRPC);
 2. replay: ASHA searches replayed on the recorded epochs, ranking once on eval_loss and once on
-   eval_f1 with the same trials in the same order (--replays of them): the best dev F1 each found
-   and the trial-epochs it spent.
+   the target with the same trials in the same order (--replays of them): the best target score
+   each found and the trial-epochs it spent.
 
 Reads the epochs.jsonl of the run folders given (e.g. bench/efficiency.py's), keeps every trial
-that trained two epochs or more, and ranks those trials by their epoch-1 eval_loss, eval_f1 and
-eval_accuracy against their best eval_f1 over all their epochs (the search's metric on MRPC):
-Spearman's rank correlation for each. A trial that ran in several searches (the same values and
+that trained two epochs or more, and ranks those trials by their epoch-1 eval_loss, target (and
+eval_accuracy) against their best target score over all their epochs: Spearman's rank
+correlation for each. A trial that ran in several searches (the same values and
 the same epoch-1 result, e.g. a grid folder copied into several --out folders, or TPE's first
 suggestions with the same seed) counts once. The last line is `BENCH {json}`.
 
@@ -41,8 +41,11 @@ from pathlib import Path
 
 from raytune_ft.results import read_reported_epochs
 
-PREDICTORS = (("eval_loss", -1), ("eval_f1", 1), ("eval_accuracy", 1))  # sign: higher predicts better
-TARGET = "eval_f1"
+
+
+def predictors(target: str) -> list[tuple[str, int]]:
+    """The epoch-1 scores compared, each with the sign that makes higher predict better."""
+    return [("eval_loss", -1), *((name, 1) for name in dict.fromkeys([target, "eval_accuracy"]))]
 
 
 def ranks(values: list[float]) -> list[float]:
@@ -100,9 +103,10 @@ def asha_rungs(grace: int, reduction_factor: float, max_t: int) -> list[float]:
     return [grace * reduction_factor ** k for k in reversed(range(count))]
 
 
-def replay_asha(trials: list[dict[int, dict]], order_noise: list[list[float]], metric: str, sign: int,
+def replay_asha(trials: list[dict[int, dict]], order_noise: list[list[float]], metric: str, sign: int, target: str,
                 concurrent: int, rungs: list[float], reduction_factor: float) -> tuple[float, int]:
-    """One ASHA search over `trials` (started in list order): (best eval_f1 reported, trial-epochs)."""
+    """One ASHA search over `trials` (started in list order), ranking on sign * metric:
+    (the best `target` reported, trial-epochs)."""
     recorded: dict[float, dict[int, float]] = {milestone: {} for milestone in rungs}
     quantile = (1 - 1 / reduction_factor) * 100
     events: list[tuple[float, int, int]] = []  # (time the epoch is reported, trial, epoch)
@@ -118,7 +122,7 @@ def replay_asha(trials: list[dict[int, dict]], order_noise: list[list[float]], m
         now, index, epoch = heapq.heappop(events)
         row = trials[index][epoch]
         spent += 1
-        best = max(best, row[TARGET])
+        best = max(best, row[target])
         score = sign * row[metric]
         stop = False
         for milestone in rungs:  # as async_hyperband._Bracket.on_result
@@ -146,31 +150,30 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def replay(pool: list[dict[int, dict]], args) -> dict:
+    short = args.target.removeprefix("eval_")
+    rankings = (("eval_loss", -1), (args.target, 1))
     rng = random.Random(args.seed)
     max_t = max(len(trial) for trial in pool)
     rungs = asha_rungs(args.grace, args.reduction_factor, max_t)
-    outcomes = {name: {"best": [], "spent": []} for name, _ in REPLAYED}
+    outcomes = {name: {"best": [], "spent": []} for name, _ in rankings}
     for _ in range(args.replays):
         trials = rng.sample(pool, args.trials)
         noise = [[rng.uniform(0, 0.05) for _ in range(max_t)] for _ in trials]
-        for name, sign in REPLAYED:
-            best, spent = replay_asha(trials, noise, name, sign, args.concurrent, rungs, args.reduction_factor)
+        for name, sign in rankings:
+            best, spent = replay_asha(trials, noise, name, sign, args.target, args.concurrent, rungs, args.reduction_factor)
             outcomes[name]["best"].append(best)
             outcomes[name]["spent"].append(spent)
-    loss, f1 = outcomes["eval_loss"]["best"], outcomes["eval_f1"]["best"]
+    loss, other = outcomes["eval_loss"]["best"], outcomes[args.target]["best"]
     return {
         "pool_trials": len(pool), "replays": args.replays, "trials_per_search": args.trials, "concurrent": args.concurrent,
         "grace": args.grace, "reduction_factor": args.reduction_factor, "rungs": rungs,
-        "pool_best_f1": round(max(row[TARGET] for trial in pool for row in trial.values()), 4),
-        **{f"ranked_on_{name}": {"mean_best_f1": round(statistics.mean(values["best"]), 4),
+        f"pool_best_{short}": round(max(row[args.target] for trial in pool for row in trial.values()), 4),
+        **{f"ranked_on_{name}": {f"mean_best_{short}": round(statistics.mean(values["best"]), 4),
                                   "mean_trial_epochs": round(statistics.mean(values["spent"]), 2)}
            for name, values in outcomes.items()},
-        "loss_better_equal_worse": [sum(a > b for a, b in zip(loss, f1)), sum(a == b for a, b in zip(loss, f1)),
-                                    sum(a < b for a, b in zip(loss, f1))],
+        "loss_better_equal_worse": [sum(a > b for a, b in zip(loss, other)), sum(a == b for a, b in zip(loss, other)),
+                                    sum(a < b for a, b in zip(loss, other))],
     }
-
-
-REPLAYED = (("eval_loss", -1), ("eval_f1", 1))
 
 
 def main() -> None:
@@ -182,26 +185,29 @@ def main() -> None:
     parser.add_argument("--grace", type=int, default=1)
     parser.add_argument("--reduction-factor", type=float, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target", default="eval_f1", help="the search's metric: eval_f1 (MRPC), eval_accuracy (SST-2)")
     args = parser.parse_args()
     run_dirs = [path for path in args.run_dirs if (path / "epochs.jsonl").exists()]
     every_trial = unique_trials(run_dirs)
     trials = [epochs for epochs in every_trial if len(epochs) >= 2]
-    final = [max(row[TARGET] for row in epochs.values()) for epochs in trials]
+    final = [max(row[args.target] for row in epochs.values()) for epochs in trials]
     correlations = {name: round(spearman([sign * epochs[1][name] for epochs in trials], final), 3)
-                    for name, sign in PREDICTORS}
+                    for name, sign in predictors(args.target)}
     print(f"{len(trials)} trials with 2+ epochs from {len(run_dirs)} run folders; "
-          f"Spearman of the epoch-1 score against the best {TARGET}:")
+          f"Spearman of the epoch-1 score against the best {args.target}:")
     for name, value in correlations.items():
         print(f"  {name:14} {value:+.3f}")
     replayed = replay([epochs for epochs in every_trial if is_complete(epochs)], args)
     print(f"ASHA replayed {args.replays} times on {replayed['pool_trials']} complete trials "
           f"({args.trials} per search, {args.concurrent} at a time, grace {args.grace}):")
-    for name, _ in REPLAYED:
+    short = args.target.removeprefix("eval_")
+    for name in ("eval_loss", args.target):
         result = replayed[f"ranked_on_{name}"]
-        print(f"  ranked on {name:10} mean best F1 {result['mean_best_f1']:.4f}, mean trial-epochs {result['mean_trial_epochs']:.2f}")
-    print("  loss better / equal / worse than f1: " + " / ".join(map(str, replayed["loss_better_equal_worse"])))
+        print(f"  ranked on {name:13} mean best {short} {result[f'mean_best_{short}']:.4f}, "
+              f"mean trial-epochs {result['mean_trial_epochs']:.2f}")
+    print(f"  loss better / equal / worse than {short}: " + " / ".join(map(str, replayed["loss_better_equal_worse"])))
     print("BENCH " + json.dumps({"bench": "early_ranking", "run_dirs": [str(path) for path in run_dirs],
-                                 "trials": len(trials), "target": f"best {TARGET}",
+                                 "trials": len(trials), "target": f"best {args.target}",
                                  "spearman_epoch1": correlations, "replay": replayed}), flush=True)
 
 
