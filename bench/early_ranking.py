@@ -39,6 +39,9 @@ import random
 import statistics
 from pathlib import Path
 
+import numpy as np
+
+from raytune_ft.metrics import spearman
 from raytune_ft.results import read_reported_epochs
 
 
@@ -46,30 +49,6 @@ from raytune_ft.results import read_reported_epochs
 def predictors(target: str) -> list[tuple[str, int]]:
     """The epoch-1 scores compared, each with the sign that makes higher predict better."""
     return [("eval_loss", -1), *((name, 1) for name in dict.fromkeys([target, "eval_accuracy"]))]
-
-
-def ranks(values: list[float]) -> list[float]:
-    """1-based ranks, ties sharing their mean rank."""
-    order = sorted(range(len(values)), key=values.__getitem__)
-    result = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for position in range(start, end + 1):
-            result[order[position]] = (start + end) / 2 + 1
-        start = end + 1
-    return result
-
-
-def spearman(xs: list[float], ys: list[float]) -> float:
-    rx, ry = ranks(xs), ranks(ys)
-    mean = (len(xs) + 1) / 2
-    cov = sum((a - mean) * (b - mean) for a, b in zip(rx, ry))
-    var_x = sum((a - mean) ** 2 for a in rx)
-    var_y = sum((b - mean) ** 2 for b in ry)
-    return cov / (var_x * var_y) ** 0.5
 
 
 def unique_trials(run_dirs: list[Path]) -> list[dict[int, dict]]:
@@ -129,7 +108,7 @@ def replay_asha(trials: list[dict[int, dict]], order_noise: list[list[float]], m
             if epoch < milestone or index in recorded[milestone]:
                 continue
             values = list(recorded[milestone].values())
-            if values and score < percentile(values, quantile):
+            if values and score < np.percentile(values, quantile):
                 stop = True
             recorded[milestone][index] = score
             break
@@ -138,15 +117,6 @@ def replay_asha(trials: list[dict[int, dict]], order_noise: list[list[float]], m
         elif waiting:
             start(waiting.pop(0), now)
     return best, spent
-
-
-def percentile(values: list[float], q: float) -> float:
-    """numpy.percentile's default (linear interpolation)."""
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def replay(pool: list[dict[int, dict]], args) -> dict:
@@ -191,7 +161,7 @@ def main() -> None:
     every_trial = unique_trials(run_dirs)
     trials = [epochs for epochs in every_trial if len(epochs) >= 2]
     final = [max(row[args.target] for row in epochs.values()) for epochs in trials]
-    correlations = {name: round(spearman([sign * epochs[1][name] for epochs in trials], final), 3)
+    correlations = {name: round(spearman(np.array([sign * epochs[1][name] for epochs in trials]), np.array(final)), 3)
                     for name, sign in predictors(args.target)}
     print(f"{len(trials)} trials with 2+ epochs from {len(run_dirs)} run folders; "
           f"Spearman of the epoch-1 score against the best {args.target}:")
