@@ -111,6 +111,7 @@ class SearchSection(Section):
     # an epoch or two accuracy and F1 tie or invert (a trial stuck on the majority class can outscore
     # one that is learning), while eval_loss is continuous and ranked the trials' final F1 better
     # (BENCHMARKS.md, search efficiency). The best trial is still the best by `metric`.
+    # MNLI: loss_mm ranks on the mismatched dev set's loss (e.g. with metric accuracy_mm).
     scheduler_metric: str = "loss"
     grace_period: int = Field(1, ge=1)  # ASHA: epochs every trial gets before it can be stopped
     reduction_factor: float = Field(2, gt=1)  # ASHA: keep 1/reduction_factor at each rung
@@ -396,7 +397,8 @@ class Config(Section):
     def check_search_metric(self) -> None:
         """Also called once a custom task's labels are read from the data (f1 needs two)."""
         # "loss" is eval_loss (search with mode min): continuous where accuracies tie.
-        metrics = (*self.task_spec().reported_metrics, "loss")
+        task = self.task_spec()
+        metrics = (*task.reported_metrics, *task.reported_losses)
         for key in ("metric", "scheduler_metric"):
             value = getattr(self.search, key)
             if value is not None and value not in metrics:
@@ -417,7 +419,8 @@ class Config(Section):
     def scheduler_metric(self) -> tuple[str, str]:
         """The reported metric ASHA and PBT rank trials on, and its mode."""
         name = self.search.scheduler_metric
-        mode = self.search.mode if name == self.metric else "min" if name == "loss" else "max"
+        lower_is_better = name in self.task_spec().reported_losses
+        mode = self.search.mode if name == self.metric else "min" if lower_is_better else "max"
         return f"eval_{name}", mode
 
     def to_yaml(self) -> str:

@@ -62,6 +62,11 @@ class Task:
         """Every metric the loop reports (without `eval_`): one set per evaluation split."""
         return tuple(name + EVAL_SUFFIXES[split] for split in self.eval_splits for name in self.metric_names)
 
+    @property
+    def reported_losses(self) -> tuple[str, ...]:
+        """The loop's dev-set losses (without `eval_`): loss, and loss_mm for MNLI's mismatched set."""
+        return tuple("loss" + EVAL_SUFFIXES[split] for split in self.eval_splits)
+
 
 def _glue(name, text_columns, label_names, metric_names, main_metric, folder, file_columns, *,
           files=GLUE_SPLIT_FILES, headerless_names=None, **task_options) -> Task:

@@ -79,6 +79,10 @@ def test_every_glue_task_ships_a_config_for_its_hub_data():
 def test_mnli_can_search_on_its_mismatched_dev_set():
     config = validate_config({"task": "mnli", "search": {"metric": "accuracy_mm"}})
     assert config.task_spec().reported_metrics == ("accuracy", "accuracy_mm")
+    # ASHA can rank on the same dev set's loss; other tasks have no loss_mm.
+    mismatched = validate_config({"task": "mnli", "search": {"metric": "accuracy_mm", "scheduler_metric": "loss_mm"}})
+    assert mismatched.scheduler_metric == ("eval_loss_mm", "min")
+    assert "use one of accuracy, f1, loss" in error_of({"task": "mrpc", "search": {"scheduler_metric": "loss_mm"}})
 
 
 def test_set_overrides_are_read_as_yaml(tmp_path):
