@@ -68,8 +68,29 @@ def own_local_runtime_address():
     the next trials wait for them forever. The variables are set back when the search ends."""
     port = unused_port()
     ip = ray.util.get_node_ip_address()
-    saved = {name: os.environ.get(name) for name in ("RAY_GCS_SERVER_PORT", "RAY_ADDRESS")}
-    os.environ.update(RAY_GCS_SERVER_PORT=str(port), RAY_ADDRESS=f"{ip}:{port}")
+    with environment({"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"{ip}:{port}"}):
+        yield
+
+
+# glibc malloc settings for the processes of a local Ray runtime of our own, its trial
+# processes above all. Ray Tune runs each trial's loop in a thread of its own; glibc gives such a
+# thread its own arena, maps the large tensors of every step from the kernel and hands them back:
+# on 7-step MiniLM epochs a trial spent 0.8-3.0 s of system time per epoch in page faults, the same
+# loop in a process's main thread 0.3-0.5 s. One arena, and freed memory kept for the next step
+# rather than returned to the kernel, made a trial's epochs as fast as the plain loop's
+# (BENCHMARKS.md, "Page faults in the trial thread"). A value the user exported wins.
+MALLOC_SETTINGS = {
+    "MALLOC_ARENA_MAX": "1",
+    "MALLOC_MMAP_THRESHOLD_": str(2**30),
+    "MALLOC_TRIM_THRESHOLD_": str(2**30),
+}
+
+
+@contextmanager
+def environment(values: dict[str, str]):
+    """os.environ with `values` while the block runs (the processes it starts keep them), then as before."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:

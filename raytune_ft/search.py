@@ -29,7 +29,14 @@ from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
 from raytune_ft.checkpoints import checkpoint_bytes, prune_ended_trials
-from raytune_ft.cluster import check_storage_is_shared, own_local_runtime_address, storage_root, trial_resources
+from raytune_ft.cluster import (
+    MALLOC_SETTINGS,
+    check_storage_is_shared,
+    environment,
+    own_local_runtime_address,
+    storage_root,
+    trial_resources,
+)
 from raytune_ft.config import Config, ConfigError, inside_space
 from raytune_ft.data import load_tokenized, prepare_tokenized_lengths
 from raytune_ft.pbt import build_pbt_scheduler
@@ -370,6 +377,8 @@ def run_search(
     local_address = ExitStack()
     if not address:
         local_address.enter_context(own_local_runtime_address())
+        # Ray starts the runtime's processes now; its trial processes inherit these.
+        local_address.enter_context(environment({k: v for k, v in MALLOC_SETTINGS.items() if k not in os.environ}))
     ray.init(address=address or "local", log_to_driver=verbose, configure_logging=verbose)
     try:
         # What the cluster must offer is checked before the run folder exists.
