@@ -134,3 +134,26 @@ def test_a_random_port_for_our_own_ray_runtime_is_never_one_ray_takes_by_default
 
     monkeypatch.setattr(socket, "socket", OfferingSocket)
     assert cluster.unused_port(taken={40001}) == 40002
+
+
+def test_environment_is_set_for_processes_started_inside_and_restored_after(monkeypatch):
+    import subprocess
+    import sys
+
+    from raytune_ft.cluster import environment
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    read = [sys.executable, "-c", "import os; print(os.environ['MALLOC_ARENA_MAX'], os.environ.get('MALLOC_TRIM_THRESHOLD_'))"]
+    with environment({"MALLOC_ARENA_MAX": "1", "MALLOC_TRIM_THRESHOLD_": "1024"}):
+        assert subprocess.run(read, capture_output=True, text=True, check=True).stdout.split() == ["1", "1024"]
+    assert subprocess.run(read, capture_output=True, text=True, check=True).stdout.split() == ["4", "None"]
+
+
+def test_cluster_yaml_starts_ray_with_the_malloc_settings_of_a_local_search():
+    from raytune_ft.cluster import MALLOC_SETTINGS
+
+    config = yaml.safe_load((REPO_ROOT / "cluster.yaml").read_text())
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = next(command for command in config[key] if "ray start" in command)
+        assert all(f"{name}={value}" in start for name, value in MALLOC_SETTINGS.items()), key

@@ -202,16 +202,3 @@ def test_a_search_saved_before_ray_train_existed_resumes_with_its_torch_trainers
     resumed = load_config(saved_before, resume_overrides(saved_before))
     assert resumed.resources.ray_train == "always" and not resumed.trains_in_trial_process
 
-
-def test_environment_is_set_for_processes_started_inside_and_restored_after(monkeypatch):
-    import subprocess
-    import sys
-
-    from raytune_ft.cluster import environment
-
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    read = [sys.executable, "-c", "import os; print(os.environ['MALLOC_ARENA_MAX'], os.environ.get('MALLOC_TRIM_THRESHOLD_'))"]
-    with environment({"MALLOC_ARENA_MAX": "1", "MALLOC_TRIM_THRESHOLD_": "1024"}):
-        assert subprocess.run(read, capture_output=True, text=True, check=True).stdout.split() == ["1", "1024"]
-    assert subprocess.run(read, capture_output=True, text=True, check=True).stdout.split() == ["4", "None"]
