@@ -201,4 +201,3 @@ def test_a_search_saved_before_ray_train_existed_resumes_with_its_torch_trainers
     saved_before.write_text(yaml.safe_dump(raw))
     resumed = load_config(saved_before, resume_overrides(saved_before))
     assert resumed.resources.ray_train == "always" and not resumed.trains_in_trial_process
-
