@@ -45,7 +45,6 @@ from raytune_ft.metrics import spearman
 from raytune_ft.results import read_reported_epochs
 
 
-
 def predictors(target: str) -> list[tuple[str, int]]:
     """The epoch-1 scores compared, each with the sign that makes higher predict better."""
     return [("eval_loss", -1), *((name, 1) for name in dict.fromkeys([target, "eval_accuracy"]))]
