@@ -158,7 +158,9 @@ def summary_lines(summary: RunSummary) -> list[str]:
             f"early stopping saved about {saved:,.0f} {unit} ({share:.0%} of running every stopped trial "
             f"to its planned epochs; {SAVINGS_METHOD})"
         )
-    if summary.checkpoint_bytes is not None:
+    if not summary.config.output.keep_checkpoints:
+        lines.append("checkpoints: none kept (output.keep_checkpoints: false; nothing to export or restart from)")
+    elif summary.checkpoint_bytes is not None:
         lines.append(f"checkpoints: {summary.checkpoint_bytes / 1e6:,.1f} MB on disk (each ended trial keeps its best epoch's model)")
     for trial in summary.trials:
         if trial.error:

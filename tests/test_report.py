@@ -15,6 +15,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from raytune_ft.cli import main
@@ -232,6 +233,18 @@ def test_early_stopping_savings_are_estimated_from_measured_epoch_times(finished
     result = CliRunner().invoke(main, ["report", str(target)])
     assert result.exit_code == 0 and "stopped early" in result.output and "3/5" not in result.output
     assert "2/5" in result.output
+
+
+def test_summary_says_no_checkpoints_were_kept_when_they_were_turned_off(finished_search, tmp_path):
+    _, run_dir, _ = finished_search
+    kept = next(line for line in summary_lines(summarize_run(run_dir)) if line.startswith("checkpoints:"))
+    assert "MB on disk (each ended trial keeps its best epoch's model)" in kept
+    target = copy_records(run_dir, tmp_path / "no-checkpoints")
+    config = yaml.safe_load((target / "config.yaml").read_text())
+    config["output"]["keep_checkpoints"] = False
+    (target / "config.yaml").write_text(yaml.safe_dump(config))
+    lines = [line for line in summary_lines(summarize_run(target)) if line.startswith("checkpoints:")]
+    assert lines == ["checkpoints: none kept (output.keep_checkpoints: false; nothing to export or restart from)"]
 
 
 def test_report_rejects_a_folder_that_is_not_a_run_folder(tmp_path):
