@@ -92,6 +92,11 @@ def startup(rows: list[dict]) -> dict:
             for name, (start, end) in phases.items() if all(start in r and end in r for r in rows)}
 
 
+def samples_per_second(run: dict) -> float:
+    """Median in-trial training samples/s over a run's trials."""
+    return statistics.median(r["train_samples_per_second"] for r in run["rows"])
+
+
 def search_start(run: dict) -> float:
     """Seconds from launching `raytune-ft search` to its first trial's start: CLI imports,
     data preparation, Ray's own start, data into the object store."""
@@ -113,9 +118,6 @@ def main() -> None:
     one_at_a_time = run_search(args, out_dir, "search-1", 1)
     two_at_a_time = run_search(args, out_dir, "search-2", 2)
     through_ray_train = run_search(args, out_dir, "search-1-ray-train", 1, "always") if args.with_ray_train else None
-
-    def samples_per_second(result):
-        return statistics.median(r["train_samples_per_second"] for r in result["rows"])
 
     plain_sps = samples_per_second(plain)
     summary = {

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import time
 from pathlib import Path
 
 from cli_search import REPO
-from overhead import overrides, run_search, search_start, startup
+from overhead import overrides, run_search, samples_per_second, search_start, startup
 
 from raytune_ft.results import read_epochs
 
@@ -64,9 +63,6 @@ def main() -> None:
     plain = run_plain_ddp(args, out_dir)
     search = run_search(args, out_dir, "search-workers", 1, extra={
         "resources.num_workers": args.workers, "resources.cpus_per_worker": 1})
-
-    def samples_per_second(result):
-        return statistics.median(r["train_samples_per_second"] for r in result["rows"])
 
     summary = {
         "bench": "overhead_workers",
