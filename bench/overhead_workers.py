@@ -13,7 +13,7 @@ from launch (plain: torchrun started; search: Tune's trial start) to the first o
 step, with the search's split into Train's workers, the loop's imports, data, model and
 the first step. Last line: `BENCH {json}`.
 
-    python bench/overhead_workers.py --trials 3 --train-samples 400 --workers 2
+    python bench/overhead_workers.py --trials 3 --train-samples 1600 --workers 2
 """
 
 from __future__ import annotations
