@@ -17,10 +17,15 @@ from raytune_ft.results import read_reported_epochs, read_trial_events
 REPO = Path(__file__).resolve().parents[1]
 
 
+def set_options(values: dict) -> list[str]:
+    """`--set key=value` for each of values: the config overrides of a raytune-ft command."""
+    return [part for key, value in values.items() for part in ("--set", f"{key}={value}")]
+
+
 def cli_search_command(config_file: str, values: dict) -> list[str]:
     """`python -m raytune_ft.cli search configs/<config_file> --quiet --set key=value ...`"""
     command = [sys.executable, "-m", "raytune_ft.cli", "search", str(REPO / "configs" / config_file), "--quiet"]
-    return command + [part for key, value in values.items() for part in ("--set", f"{key}={value}")]
+    return command + set_options(values)
 
 
 def run_cli_search(config_file: str, values: dict, lock: str | None = None) -> float:

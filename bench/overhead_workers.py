@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cli_search import REPO
+from cli_search import REPO, set_options
 from overhead import overrides, run_search, samples_per_second, search_start, startup
 
 from raytune_ft.results import read_epochs
@@ -40,7 +40,7 @@ def run_plain_ddp(args, out_dir: Path) -> dict:
         values = overrides(args, out_dir, f"plain-{index}", 1)  # the search.* values are unused by `train`
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.workers),
                    "-m", "raytune_ft.cli", "train", str(REPO / "configs" / "mrpc.yaml")]
-        command += [part for key, value in values.items() for part in ("--set", f"{key}={value}")]
+        command += set_options(values)
         print(" ".join(command), flush=True)
         started = time.time()
         # 1 thread per process, as a Ray Train worker with 1 CPU gets (torchrun's own default too).
