@@ -19,9 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from cli_search import REPO, set_options
+
 from raytune_ft.results import read_reported_epochs
 
-REPO = Path(__file__).resolve().parents[1]
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 
 
@@ -43,9 +44,7 @@ def main() -> None:
         "output.dir": str(out_dir),
         "output.name": "mrpc-bench",
     }
-    command = [sys.executable, "-m", "raytune_ft.cli", "search", str(REPO / "configs" / "mrpc.yaml")]
-    for key, value in overrides.items():
-        command += ["--set", f"{key}={value}"]
+    command = [sys.executable, "-m", "raytune_ft.cli", "search", str(REPO / "configs" / "mrpc.yaml"), *set_options(overrides)]
     print(" ".join(command), flush=True)
     started = time.perf_counter()
     subprocess.run(command, check=True)
