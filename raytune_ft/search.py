@@ -54,7 +54,6 @@ from raytune_ft.results import (
     write_best,
     write_search_state,
 )
-from raytune_ft.sources import resolve_model_path, trained_with_mean_pooling
 from raytune_ft.summary import search_status, trial_devices
 from raytune_ft.tracking import check_tracking_available, tracking_callbacks
 from raytune_ft.trial import run_trial
@@ -444,11 +443,6 @@ def run_search(
                     f"searching {', '.join(searched) or 'nothing (fixed values)'}: {planned_trials(config)} trials "
                     f"({config.search.algorithm}), {max_concurrent} at a time, scheduler {scheduler_words(config)}, metric eval_{config.metric} ({config.search.mode})"
                 )
-                if config.model.pooling == "cls" and trained_with_mean_pooling(resolve_model_path(config.model.name_or_path)):
-                    console.print(
-                        f"note: {config.model.name_or_path} was trained to represent a text by the mean of its token "
-                        "vectors (sentence-transformers); --set model.pooling=mean may score higher (BENCHMARKS.md)"
-                    )
                 if under_pbt and planned_trials(config) > max_concurrent:
                     console.print(
                         f"note: PBT ranks and copies only trials running together: {max_concurrent} at a time; "

@@ -8,7 +8,6 @@ every path goes through here and is checked before anything slow starts.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -47,17 +46,6 @@ def resolve_model_path(name_or_path: str) -> str:
     if not HUB_ID.match(name_or_path):
         raise ConfigError(f"model.name_or_path: no such folder {path}; give an existing folder or a hub id")
     return name_or_path
-
-
-def trained_with_mean_pooling(model_path: str) -> bool:
-    """Whether a local model folder is a sentence-transformers checkpoint that embeds a text
-    as the mean of its token vectors (its 1_Pooling/config.json says so): model.pooling: mean
-    fits it better than the [CLS] head. Hub ids are not looked up (no download for a hint)."""
-    pooling_file = Path(model_path) / "1_Pooling" / "config.json"
-    try:
-        return bool(json.loads(pooling_file.read_text(encoding="utf-8")).get("pooling_mode_mean_tokens"))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 from raytune_ft.config import Config
 from raytune_ft.data import load_tokenized
 from raytune_ft.divergence import DivergenceGuard
-from raytune_ft.mean_pooling import MeanPoolingForSequenceClassification
 from raytune_ft.metrics import GlueMetric
 from raytune_ft.reporting import TRAINING_STATE_FILE, EpochReporter
 from raytune_ft.sources import resolve_model_path
@@ -79,10 +78,7 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
         }
     # A restarted run (dead worker, resumed search) continues from its latest checkpoint.
     with reporter.restore_point() as restore_dir:
-        if restore_dir or config.model.pooling == "cls":  # a checkpoint knows its own head
-            model = AutoModelForSequenceClassification.from_pretrained(restore_dir or model_path, **labels)
-        else:  # the encoder's mean token vector, as sentence-embedding models were trained
-            model = MeanPoolingForSequenceClassification.from_encoder(model_path, **labels)
+        model = AutoModelForSequenceClassification.from_pretrained(restore_dir or model_path, **labels)
         restored = torch.load(Path(restore_dir) / TRAINING_STATE_FILE, map_location="cpu") if restore_dir else None
     optimizer = AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
     timeline["model_ready_at"] = time.time()

@@ -71,10 +71,9 @@ def test_train_command_writes_a_run_folder(tmp_path, tiny_bert_dir):
     assert len((run_dir / "epochs.jsonl").read_text().splitlines()) == 2
 
 
-def launch(tmp_path, model_dir, name, launcher: list[str], **sections) -> list[dict]:
+def launch(tmp_path, model_dir, name, launcher: list[str]) -> list[dict]:
     config_path = tmp_path / f"{name}.yaml"
-    raw = quick_config(model_dir, output={"dir": str(tmp_path / "runs"), "name": name}, **sections)
-    config_path.write_text(yaml.safe_dump(raw))
+    config_path.write_text(yaml.safe_dump(quick_config(model_dir, output={"dir": str(tmp_path / "runs"), "name": name})))
     command = [sys.executable, "-m", *launcher, "-m", "raytune_ft.cli", "train", str(config_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
