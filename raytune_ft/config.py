@@ -67,6 +67,9 @@ class TrainSection(Section):
     batch_size: int = Field(8, ge=1)
     eval_batch_size: int = Field(32, ge=1)
     weight_decay: float = Field(0.0, ge=0, lt=1)
+    # Clip the gradients' total norm to this before each optimizer step (Trainer and the
+    # original BERT recipe: 1.0); null: no clipping, as in the course loop.
+    max_grad_norm: float | None = Field(None, gt=0)
     seed: int = 42
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     # Tokens per example this run trains and evaluates on; null: data.max_length. Searched
@@ -87,7 +90,8 @@ SAMPLERS = {
     "randint": 2,  # [low, high), high exclusive as in Ray Tune
     "choice": None,  # [v1, v2, ...]
 }
-SEARCHABLE = ("learning_rate", "num_epochs", "warmup_ratio", "batch_size", "weight_decay", "seed", "max_length")
+SEARCHABLE = ("learning_rate", "num_epochs", "warmup_ratio", "batch_size", "weight_decay", "max_grad_norm", "seed",
+              "max_length")
 
 
 # What PBT perturbs when it restarts a weak trial from a strong one (when searched).

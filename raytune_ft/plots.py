@@ -121,10 +121,13 @@ def hyperparameters_figure(summary: RunSummary) -> Figure:
     axes = figure.subplots(1, len(names), squeeze=False)[0]
     space = summary.config.search.space
     for ax, name in zip(axes, names):
+        # A choice with null in it (max_grad_norm: [null, 1.0]) has no numeric axis: one category per value.
+        categories = _choices_with_null(space.get(name, {}))
         for trial in summary.trials:
             if trial.last_metric is None or name not in trial.config:
                 continue
-            ax.scatter(trial.config[name], trial.last_metric, marker="*" if trial.winner else STATUS_MARKERS.get(trial.status, "o"),
+            x = categories[trial.config[name]] if categories else trial.config[name]
+            ax.scatter(x, trial.last_metric, marker="*" if trial.winner else STATUS_MARKERS.get(trial.status, "o"),
                        s=260 if trial.winner else 55, color=WINNER_COLOR if trial.winner else "#1f77b4",
                        edgecolors="black" if trial.winner else "none", alpha=1 if trial.winner else 0.8, zorder=3 if trial.winner else 2)
         _space_axis(ax, space.get(name, {}))
@@ -134,8 +137,17 @@ def hyperparameters_figure(summary: RunSummary) -> Figure:
     legend = [Line2D([], [], color=WINNER_COLOR, marker="*", markersize=14, markeredgecolor="black", linestyle="", label="winner")]
     legend += [h for h in _status_legend(summary.trials)[1:]]
     axes[0].legend(handles=legend, fontsize=8, loc="best")
-    figure.suptitle(f"Searched hyperparameters against the final {summary.metric_key} (the last epoch each trial ran)")
+    # Two lines: on one, a figure with one searched key is narrower than its title.
+    figure.suptitle(f"Searched hyperparameters against the final {summary.metric_key}\n(the last epoch each trial ran)")
     return figure
+
+
+def _choices_with_null(spec: dict) -> dict | None:
+    """{value: its category label} for a choice list that holds null, else None."""
+    (sampler, args), = spec.items() if spec else (("choice", []),)
+    if sampler != "choice" or None not in args:
+        return None
+    return {value: "null" if value is None else str(value) for value in args}
 
 
 def _space_axis(ax, spec: dict) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from raytune_ft.report import format_value
+from raytune_ft.report import format_setting, format_value
 from raytune_ft.results import make_console
 
 
@@ -58,7 +58,7 @@ class SearchProgress:
     def trial_started(self, event: dict) -> None:
         trial_id = event["trial_id"]
         self.running.add(trial_id)
-        params = ", ".join(f"{k}={format_value(v)}" for k, v in event["config"].items())
+        params = ", ".join(f"{k}={format_setting(event['config'], k)}" for k in event["config"])
         self._say(f"[cyan]trial {trial_id}[/] started: {params or 'fixed train values'}")
         if self.live is not None:
             self.bars[trial_id] = self.live.add_task(f"  {trial_id}", total=event["planned_epochs"], note="epochs")

@@ -31,6 +31,13 @@ def format_value(value, digits: int = 4) -> str:
     return str(value)
 
 
+def format_setting(settings: dict, name: str) -> str:
+    """A hyperparameter's value; null (max_grad_norm: no clipping) as a config writes it."""
+    if name not in settings:
+        return ""
+    return "null" if settings[name] is None else format_value(settings[name])
+
+
 # ---------------------------------------------------------------------------------------
 # The content, as text cells
 
@@ -43,7 +50,7 @@ def trials_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
         rows.append([
             trial.trial_id + (f" {WINNER_MARK}" if trial.winner else ""),
             trial.status,
-            *(format_value(trial.config.get(name)) for name in summary.searched),
+            *(format_setting(trial.config, name) for name in summary.searched),
             f"{trial.epochs_done}/{trial.planned_epochs}",
             format_value(trial.best_metric), format_value(trial.last_metric),
             f"{trial.wall_seconds:.0f}", f"{trial.device_seconds:.0f}",
@@ -93,7 +100,7 @@ def confirm_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
         rows.append([
             f"#{candidate['candidate'] + 1}" + (f" {WINNER_MARK}" if candidate.get("winner") else ""),
             candidate["search"]["trial_id"],
-            *(format_value(candidate["config"].get(name)) for name in searched),
+            *(format_setting(candidate["config"], name) for name in searched),
             format_value(candidate["search"]["score"]), format_value(candidate["mean"]), format_value(candidate["std"]),
             f"{len(candidate['scores'])}/{len(confirm['seeds'])}", per_seed,
         ])
@@ -145,7 +152,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
     lines = [f"search {status}: {len(summary.trials)} trials ({counts or 'none started'})"]
     best = summary.best
     if best:
-        params = ", ".join(f"{k}={format_value(v)}" for k, v in best.config.items()) or "the fixed train values"
+        params = ", ".join(f"{k}={format_setting(best.config, k)}" for k in best.config) or "the fixed train values"
         label = "best of the search" if summary.confirm else "best"  # the confirm stage may pick another
         lines.append(f"{label}: trial {best.trial_id} epoch {best.metrics['epoch']} {summary.metric_key}={best.metrics[summary.metric_key]:.4f} with {params}")
     unit = device_unit(summary.device_type)

@@ -135,6 +135,8 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
             # all stop together rather than one leaving the others waiting for its gradients.
             divergence.check(accelerator.reduce(loss.detach(), "mean").item(), epoch)
             accelerator.backward(loss)
+            if hp.max_grad_norm is not None:  # Accelerate's clip unscales fp16 gradients first
+                accelerator.clip_grad_norm_(model.parameters(), hp.max_grad_norm)
             optimizer.step()
             timeline.setdefault("first_step_at", time.time())
             lr_scheduler.step()

@@ -110,3 +110,35 @@ def test_report_reprints_the_table(finished_search):
     trial_ids = {row["trial_id"] for row in read_rows(run_dir)}
     assert all(trial_id in result.output for trial_id in trial_ids)
     assert "★" in result.output
+
+
+def test_gradient_clipping_can_be_searched_against_none(tmp_path, tiny_bert_dir):
+    """max_grad_norm: {choice: [null, ...]}: null (no clipping) is a value like any other, in the
+    trials, in best.json, in the table and on the plots. (1e-6: a tiny BERT's gradients are
+    below 1.0, which would clip nothing.)"""
+    from conftest import quick_config
+
+    raw = quick_config(
+        tiny_bert_dir, train={"num_epochs": 1},
+        search={"space": {"max_grad_norm": {"choice": [None, 1e-6]}}, "algorithm": "grid", "num_samples": 1,
+                "scheduler": "fifo", "metric": "loss", "mode": "min"},
+        tracking={"tensorboard": False},
+        output={"dir": str(tmp_path / "runs"), "name": "clip", "keep_checkpoints": False},
+    )
+    config_path = tmp_path / "clip.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(main, ["search", str(config_path)])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "clip"
+    rows = read_rows(run_dir)
+    assert {r["max_grad_norm"] for r in rows} == {None, 1e-6}
+    # Clipping changes the training: the two trials end with different dev losses.
+    assert len({r["eval_loss"] for r in rows}) == 2
+    best = json.loads((run_dir / "best.json").read_text())
+    assert "max_grad_norm" in best["config"]
+
+    report = CliRunner().invoke(main, ["report", str(run_dir)])
+    assert report.exit_code == 0, report.output
+    table_rows = [line for line in report.output.splitlines() if "│ finished │" in line]
+    assert len(table_rows) == 2 and any("null" in line for line in table_rows) and any("1.00e-06" in line for line in table_rows)
+    assert (run_dir / "plots" / "hyperparameters.png").stat().st_size > 10_000

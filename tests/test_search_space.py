@@ -12,6 +12,7 @@ SPACE = {
     "warmup_ratio": {"uniform": [0.0, 0.2]},
     "batch_size": {"choice": [8, 16, 32]},
     "weight_decay": {"uniform": [0.0, 0.1]},
+    "max_grad_norm": {"choice": [None, 1.0]},  # null: no clipping
     "seed": {"randint": [0, 1000]},
 }
 
@@ -53,7 +54,7 @@ def test_all_train_keys_can_be_searched_and_stay_in_their_space():
 def test_the_config_values_come_first_by_default():
     first = suggestions({"seed": 1})[0]
     assert first == {"learning_rate": 1e-3, "num_epochs": 2, "warmup_ratio": 0.0, "batch_size": 16,
-                     "weight_decay": 0.0, "seed": 42}
+                     "weight_decay": 0.0, "max_grad_norm": None, "seed": 42}
 
 
 def test_points_to_evaluate_from_the_config_come_first():

@@ -165,3 +165,24 @@ def test_the_loop_trains_regression_and_evaluates_both_mnli_dev_sets(tmp_path, t
     assert {"eval_accuracy", "eval_loss", "eval_accuracy_mm", "eval_loss_mm"} <= set(mnli_metrics)
     assert (mnli_metrics["examples_evaluated"], mnli_metrics["examples_evaluated_mm"]) == (10, 7)
     assert results["mnli"].model_config["id2label"] == {"0": "entailment", "1": "neutral", "2": "contradiction"}
+
+
+def test_max_grad_norm_clips_the_gradients_before_every_step(tmp_path, tiny_bert_dir):
+    """Clipped to a total norm far below Adam's eps, the updates all but vanish; unclipped,
+    the same epoch moves the encoder's weights."""
+    import torch
+    from transformers import AutoModel
+
+    def weight_change(max_grad_norm) -> float:
+        config = validate_config(quick_config(tiny_bert_dir, train={"num_epochs": 1, "max_grad_norm": max_grad_norm}))
+        data_path, _ = prepare_tokenized_data(config)
+        run_dir = tmp_path / f"clip-{max_grad_norm}"
+        training_function({"config": config.model_dump(), "data": str(data_path), "progress_bar": False},
+                          RunFolderReporter(run_dir, is_main_process=True))
+        before = AutoModel.from_pretrained(tiny_bert_dir).state_dict()
+        after = AutoModel.from_pretrained(run_dir / "checkpoint").state_dict()
+        return max((after[name] - before[name]).abs().max().item() for name in before if before[name].is_floating_point())
+
+    unclipped, clipped = weight_change(None), weight_change(1e-12)
+    assert unclipped > 1e-4
+    assert clipped < unclipped / 100
