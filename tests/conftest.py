@@ -101,15 +101,23 @@ def quick_config(model_dir, **sections) -> dict:
     return raw
 
 
-@pytest.fixture(scope="session")
-def finished_search(tmp_path_factory, tiny_bert_dir):
-    """Runs `raytune-ft search` once (2 trials x 2 epochs of a tiny BERT on the local Ray
-    runtime); the search, report and tracking tests all read the run folder it leaves."""
+def search_in_process(raw: dict, folder: Path, *options: str):
+    """`raytune-ft search` in this process (click's CliRunner) on a raw config, written to
+    <folder>/<output.name>.yaml; returns the click Result."""
     import yaml
     from click.testing import CliRunner
 
     from raytune_ft.cli import main
 
+    config_path = folder / f"{raw['output']['name']}.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    return CliRunner().invoke(main, ["search", str(config_path), *options])
+
+
+@pytest.fixture(scope="session")
+def finished_search(tmp_path_factory, tiny_bert_dir):
+    """Runs `raytune-ft search` once (2 trials x 2 epochs of a tiny BERT on the local Ray
+    runtime); the search, report and tracking tests all read the run folder it leaves."""
     tmp_path = tmp_path_factory.mktemp("search")
     raw = quick_config(
         tiny_bert_dir,
@@ -121,9 +129,7 @@ def finished_search(tmp_path_factory, tiny_bert_dir):
         },
         output={"dir": str(tmp_path / "runs"), "name": "tiny"},
     )
-    config_path = tmp_path / "tiny.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    result = CliRunner().invoke(main, ["search", str(config_path)])
+    result = search_in_process(raw, tmp_path)
     return result, tmp_path / "runs" / "tiny", raw
 
 
@@ -155,11 +161,6 @@ def files_config(model_dir, data_dir: Path, **sections) -> dict:
 def confirmed_search(tmp_path_factory, tiny_bert_dir):
     """`raytune-ft search` with a confirm stage (top 2 configs x 2 new seeds) and the winner
     evaluated on a labelled test file: 2 search trials + 4 confirm runs of 2 epochs each."""
-    import yaml
-    from click.testing import CliRunner
-
-    from raytune_ft.cli import main
-
     tmp_path = tmp_path_factory.mktemp("confirmed")
     raw = files_config(
         tiny_bert_dir, tmp_path / "data",
@@ -174,7 +175,5 @@ def confirmed_search(tmp_path_factory, tiny_bert_dir):
         tracking={"tensorboard": False},
         output={"dir": str(tmp_path / "runs"), "name": "confirmed"},
     )
-    config_path = tmp_path / "confirmed.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    result = CliRunner().invoke(main, ["search", str(config_path)])
+    result = search_in_process(raw, tmp_path)
     return result, tmp_path / "runs" / "confirmed", raw

@@ -13,10 +13,8 @@ import json
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from conftest import REPO_ROOT, checkpoint_folders, quick_config
-from raytune_ft.cli import main
+from conftest import REPO_ROOT, checkpoint_folders, quick_config, search_in_process
 from ray_cluster import local_cluster
 
 
@@ -56,9 +54,7 @@ def test_search_spreads_trials_over_both_nodes_into_shared_storage(two_node_clus
         resources={"driver_resource": "head"},
         output={"dir": str(tmp_path / "runs"), "name": "two-nodes", "storage_path": str(storage)},
     )
-    config_path = tmp_path / "c.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    result = CliRunner().invoke(main, ["search", str(config_path), "--address", two_node_cluster])
+    result = search_in_process(raw, tmp_path, "--address", two_node_cluster)
     assert result.exit_code == 0, result.output
 
     run_dir = tmp_path / "runs" / "two-nodes"
@@ -78,9 +74,7 @@ def test_search_spreads_trials_over_both_nodes_into_shared_storage(two_node_clus
 
 def test_multi_node_search_without_shared_storage_is_refused(two_node_cluster, tiny_bert_dir, tmp_path):
     raw = quick_config(tiny_bert_dir, output={"dir": str(tmp_path / "runs"), "name": "refused"})
-    config_path = tmp_path / "c.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    result = CliRunner().invoke(main, ["search", str(config_path), "--address", two_node_cluster])
+    result = search_in_process(raw, tmp_path, "--address", two_node_cluster)
     assert result.exit_code == 2
     assert "output.storage_path" in result.output and "2 nodes" in result.output
     assert not (tmp_path / "runs" / "refused").exists()
@@ -92,18 +86,14 @@ def test_driver_resource_must_exist_in_the_cluster(two_node_cluster, tiny_bert_d
         resources={"driver_resource": "no_such_node"},
         output={"dir": str(tmp_path / "runs"), "name": "nodriver", "storage_path": str(tmp_path / "s")},
     )
-    config_path = tmp_path / "c.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    result = CliRunner().invoke(main, ["search", str(config_path), "--address", two_node_cluster])
+    result = search_in_process(raw, tmp_path, "--address", two_node_cluster)
     assert result.exit_code == 2
     assert "resources.driver_resource" in result.output
 
 
 def test_ray_client_addresses_are_refused_before_anything_starts(tmp_path, tiny_bert_dir):
     raw = quick_config(tiny_bert_dir, output={"dir": str(tmp_path / "runs"), "name": "client"})
-    config_path = tmp_path / "c.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    result = CliRunner().invoke(main, ["search", str(config_path), "--address", "ray://127.0.0.1:10001"])
+    result = search_in_process(raw, tmp_path, "--address", "ray://127.0.0.1:10001")
     assert result.exit_code == 2
     assert "Ray Client" in result.output and "ray job submit" in result.output
     assert not (tmp_path / "runs").exists()

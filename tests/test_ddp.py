@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 
 import torch
-import yaml
-from click.testing import CliRunner
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-from conftest import quick_config
-from raytune_ft.cli import main
+from conftest import quick_config, search_in_process
 from raytune_ft.config import validate_config
 from raytune_ft.data import load_tokenized, prepare_tokenized_data
 
@@ -24,9 +21,7 @@ def test_two_workers_split_the_data_and_report_what_one_process_measures(tiny_be
         resources={"num_workers": 2, "cpus_per_worker": 1},
         output={"dir": str(tmp_path / "runs"), "name": "ddp"},
     )
-    config_path = tmp_path / "ddp.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    result = CliRunner().invoke(main, ["search", str(config_path)])
+    result = search_in_process(raw, tmp_path)
     assert result.exit_code == 0, result.output
 
     run_dir = tmp_path / "runs" / "ddp"

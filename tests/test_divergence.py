@@ -9,10 +9,9 @@ import sys
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from conftest import quick_config
-from raytune_ft.cli import EXIT_RUN_FAILED, main
+from conftest import quick_config, search_in_process
+from raytune_ft.cli import EXIT_RUN_FAILED
 from raytune_ft.config import validate_config
 from raytune_ft.data import prepare_tokenized_data
 from raytune_ft.divergence import DivergenceGuard, TrainingDiverged
@@ -72,9 +71,7 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(tiny_ber
         },
         output={"dir": str(tmp_path / "runs"), "name": "diverge", "keep_checkpoints": False},
     )
-    config_path = tmp_path / "diverge.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    result = CliRunner().invoke(main, ["search", str(config_path)])
+    result = search_in_process(raw, tmp_path)
     assert result.exit_code == 0, result.output  # one trial worked: the search succeeded
 
     run_dir = tmp_path / "runs" / "diverge"

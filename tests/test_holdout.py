@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from click.testing import CliRunner
-from conftest import files_config, quick_config
+from conftest import files_config, quick_config, search_in_process
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from raytune_ft.cli import main
@@ -86,10 +85,7 @@ def test_a_test_split_without_labels_is_refused_before_the_search(labels, tiny_b
         else:
             del item["label"]
     test_file.write_text("".join(json.dumps(item) + "\n" for item in rows))
-    config_path = tmp_path / "unlabelled.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-
-    result = CliRunner().invoke(main, ["search", str(config_path)])
+    result = search_in_process(raw, tmp_path)
     assert result.exit_code == 2, result.output
     message = result.output.strip().splitlines()[-1]
     assert message.startswith(f"error: test.evaluate: {test_file} has no labels")

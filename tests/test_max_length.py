@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
-from click.testing import CliRunner
-from conftest import quick_config
+from conftest import quick_config, search_in_process
 from transformers import AutoTokenizer
 
-from raytune_ft.cli import main
 from raytune_ft.config import ConfigError, validate_config
 from raytune_ft.data import load_raw_dataset, load_tokenized, prepare_tokenized_lengths
 from raytune_ft.search import points_to_evaluate
@@ -73,9 +70,7 @@ def test_a_trial_with_a_smaller_max_length_trains_on_shorter_sequences(tiny_bert
         tracking={"tensorboard": False},
         output={"dir": str(tmp_path / "runs"), "name": "lengths", "keep_checkpoints": False},
     )
-    config_path = tmp_path / "lengths.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    result = CliRunner().invoke(main, ["search", str(config_path)])
+    result = search_in_process(raw, tmp_path)
     assert result.exit_code == 0, result.output
     assert "tokenized data (max_length 16)" in result.output and "tokenized data (max_length 48)" in result.output
 

@@ -8,7 +8,7 @@ import yaml
 from click.testing import CliRunner
 from transformers import AutoModelForSequenceClassification
 
-from conftest import checkpoint_folders
+from conftest import checkpoint_folders, quick_config, search_in_process
 from raytune_ft.cli import main
 
 # `finished_search` (conftest.py) runs the search once per session; the report tests read it too.
@@ -116,8 +116,6 @@ def test_gradient_clipping_can_be_searched_against_none(tmp_path, tiny_bert_dir)
     """max_grad_norm: {choice: [null, ...]}: null (no clipping) is a value like any other, in the
     trials, in best.json, in the table and on the plots. (1e-6: a tiny BERT's gradients are
     below 1.0, which would clip nothing.)"""
-    from conftest import quick_config
-
     raw = quick_config(
         tiny_bert_dir, train={"num_epochs": 1},
         search={"space": {"max_grad_norm": {"choice": [None, 1e-6]}}, "algorithm": "grid", "num_samples": 1,
@@ -125,9 +123,7 @@ def test_gradient_clipping_can_be_searched_against_none(tmp_path, tiny_bert_dir)
         tracking={"tensorboard": False},
         output={"dir": str(tmp_path / "runs"), "name": "clip", "keep_checkpoints": False},
     )
-    config_path = tmp_path / "clip.yaml"
-    config_path.write_text(yaml.safe_dump(raw))
-    result = CliRunner().invoke(main, ["search", str(config_path)])
+    result = search_in_process(raw, tmp_path)
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "runs" / "clip"
     rows = read_rows(run_dir)

@@ -170,7 +170,6 @@ def test_the_loop_trains_regression_and_evaluates_both_mnli_dev_sets(tmp_path, t
 def test_max_grad_norm_clips_the_gradients_before_every_step(tmp_path, tiny_bert_dir):
     """Clipped to a total norm far below Adam's eps, the updates all but vanish; unclipped,
     the same epoch moves the encoder's weights."""
-    import torch
     from transformers import AutoModel
 
     def weight_change(max_grad_norm) -> float:
