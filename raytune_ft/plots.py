@@ -123,6 +123,8 @@ def hyperparameters_figure(summary: RunSummary) -> Figure:
     for ax, name in zip(axes, names):
         # A choice with null in it (max_grad_norm: [null, 1.0]) has no numeric axis: one category per value.
         categories = _choices_with_null(space.get(name, {}))
+        if categories:
+            ax.xaxis.update_units(list(categories.values()))  # in the order the config lists them
         for trial in summary.trials:
             if trial.last_metric is None or name not in trial.config:
                 continue
