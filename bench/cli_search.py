@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from raytune_ft.reporting import EpochReporter
-from raytune_ft.results import read_reported_epochs, read_trial_events
+from raytune_ft.run_folder import read_reported_epochs, read_trial_events
+from raytune_ft.training.reporters import EpochReporter
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,8 +73,8 @@ class Collect(EpochReporter):
 
 def run_plain_trials(config, trials: int) -> dict:
     """`trials` runs of training_function with `config` in this process, no Ray: the baseline."""
-    from raytune_ft.data import prepare_tokenized_data
-    from raytune_ft.training import training_function
+    from raytune_ft.data.tokenized import prepare_tokenized_data
+    from raytune_ft.training.loop import training_function
 
     data_path, _ = prepare_tokenized_data(config)
     walls, rows = [], []

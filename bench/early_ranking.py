@@ -41,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from raytune_ft.metrics import spearman
-from raytune_ft.results import read_reported_epochs
+from raytune_ft.run_folder import read_reported_epochs
+from raytune_ft.training.metrics import spearman
 
 
 def predictors(target: str) -> list[tuple[str, int]]:
@@ -61,7 +61,12 @@ def unique_trials(run_dirs: list[Path]) -> list[dict[int, dict]]:
             first = epochs.get(1)
             if first is None:
                 continue
-            key = (round(first["learning_rate"], 10), first["num_epochs"], round(first["warmup_ratio"], 8), round(first["eval_loss"], 6))
+            key = (
+                round(first["learning_rate"], 10),
+                first["num_epochs"],
+                round(first["warmup_ratio"], 8),
+                round(first["eval_loss"], 6),
+            )
             if key not in seen:
                 seen.add(key)
                 trials.append(epochs)
@@ -76,13 +81,21 @@ def is_complete(epochs: dict[int, dict]) -> bool:
 def asha_rungs(grace: int, reduction_factor: float, max_t: int) -> list[float]:
     """The milestones of Ray Tune's single ASHA bracket, highest first."""
     count = 0
-    while grace * reduction_factor ** count < max_t:
+    while grace * reduction_factor**count < max_t:
         count += 1
-    return [grace * reduction_factor ** k for k in reversed(range(count))]
+    return [grace * reduction_factor**k for k in reversed(range(count))]
 
 
-def replay_asha(trials: list[dict[int, dict]], order_noise: list[list[float]], metric: str, sign: int, target: str,
-                concurrent: int, rungs: list[float], reduction_factor: float) -> tuple[float, int]:
+def replay_asha(
+    trials: list[dict[int, dict]],
+    order_noise: list[list[float]],
+    metric: str,
+    sign: int,
+    target: str,
+    concurrent: int,
+    rungs: list[float],
+    reduction_factor: float,
+) -> tuple[float, int]:
     """One ASHA search over `trials` (started in list order), ranking on sign * metric:
     (the best `target` reported, trial-epochs)."""
     recorded: dict[float, dict[int, float]] = {milestone: {} for milestone in rungs}
@@ -129,19 +142,33 @@ def replay(pool: list[dict[int, dict]], args) -> dict:
         trials = rng.sample(pool, args.trials)
         noise = [[rng.uniform(0, 0.05) for _ in range(max_t)] for _ in trials]
         for name, sign in rankings:
-            best, spent = replay_asha(trials, noise, name, sign, args.target, args.concurrent, rungs, args.reduction_factor)
+            best, spent = replay_asha(
+                trials, noise, name, sign, args.target, args.concurrent, rungs, args.reduction_factor
+            )
             outcomes[name]["best"].append(best)
             outcomes[name]["spent"].append(spent)
     loss, other = outcomes["eval_loss"]["best"], outcomes[args.target]["best"]
     return {
-        "pool_trials": len(pool), "replays": args.replays, "trials_per_search": args.trials, "concurrent": args.concurrent,
-        "grace": args.grace, "reduction_factor": args.reduction_factor, "rungs": rungs,
+        "pool_trials": len(pool),
+        "replays": args.replays,
+        "trials_per_search": args.trials,
+        "concurrent": args.concurrent,
+        "grace": args.grace,
+        "reduction_factor": args.reduction_factor,
+        "rungs": rungs,
         f"pool_best_{short}": round(max(row[args.target] for trial in pool for row in trial.values()), 4),
-        **{f"ranked_on_{name}": {f"mean_best_{short}": round(statistics.mean(values["best"]), 4),
-                                  "mean_trial_epochs": round(statistics.mean(values["spent"]), 2)}
-           for name, values in outcomes.items()},
-        "loss_better_equal_worse": [sum(a > b for a, b in zip(loss, other)), sum(a == b for a, b in zip(loss, other)),
-                                    sum(a < b for a, b in zip(loss, other))],
+        **{
+            f"ranked_on_{name}": {
+                f"mean_best_{short}": round(statistics.mean(values["best"]), 4),
+                "mean_trial_epochs": round(statistics.mean(values["spent"]), 2),
+            }
+            for name, values in outcomes.items()
+        },
+        "loss_better_equal_worse": [
+            sum(a > b for a, b in zip(loss, other)),
+            sum(a == b for a, b in zip(loss, other)),
+            sum(a < b for a, b in zip(loss, other)),
+        ],
     }
 
 
@@ -154,30 +181,51 @@ def main() -> None:
     parser.add_argument("--grace", type=int, default=1)
     parser.add_argument("--reduction-factor", type=float, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--target", default="eval_f1", help="the search's metric: eval_f1 (MRPC), eval_accuracy (SST-2)")
+    parser.add_argument(
+        "--target", default="eval_f1", help="the search's metric: eval_f1 (MRPC), eval_accuracy (SST-2)"
+    )
     args = parser.parse_args()
     run_dirs = [path for path in args.run_dirs if (path / "epochs.jsonl").exists()]
     every_trial = unique_trials(run_dirs)
     trials = [epochs for epochs in every_trial if len(epochs) >= 2]
     final = [max(row[args.target] for row in epochs.values()) for epochs in trials]
-    correlations = {name: round(spearman(np.array([sign * epochs[1][name] for epochs in trials]), np.array(final)), 3)
-                    for name, sign in predictors(args.target)}
-    print(f"{len(trials)} trials with 2+ epochs from {len(run_dirs)} run folders; "
-          f"Spearman of the epoch-1 score against the best {args.target}:")
+    correlations = {
+        name: round(spearman(np.array([sign * epochs[1][name] for epochs in trials]), np.array(final)), 3)
+        for name, sign in predictors(args.target)
+    }
+    print(
+        f"{len(trials)} trials with 2+ epochs from {len(run_dirs)} run folders; "
+        f"Spearman of the epoch-1 score against the best {args.target}:"
+    )
     for name, value in correlations.items():
         print(f"  {name:14} {value:+.3f}")
     replayed = replay([epochs for epochs in every_trial if is_complete(epochs)], args)
-    print(f"ASHA replayed {args.replays} times on {replayed['pool_trials']} complete trials "
-          f"({args.trials} per search, {args.concurrent} at a time, grace {args.grace}):")
+    print(
+        f"ASHA replayed {args.replays} times on {replayed['pool_trials']} complete trials "
+        f"({args.trials} per search, {args.concurrent} at a time, grace {args.grace}):"
+    )
     short = args.target.removeprefix("eval_")
     for name in ("eval_loss", args.target):
         result = replayed[f"ranked_on_{name}"]
-        print(f"  ranked on {name:13} mean best {short} {result[f'mean_best_{short}']:.4f}, "
-              f"mean trial-epochs {result['mean_trial_epochs']:.2f}")
+        print(
+            f"  ranked on {name:13} mean best {short} {result[f'mean_best_{short}']:.4f}, "
+            f"mean trial-epochs {result['mean_trial_epochs']:.2f}"
+        )
     print(f"  loss better / equal / worse than {short}: " + " / ".join(map(str, replayed["loss_better_equal_worse"])))
-    print("BENCH " + json.dumps({"bench": "early_ranking", "run_dirs": [str(path) for path in run_dirs],
-                                 "trials": len(trials), "target": f"best {args.target}",
-                                 "spearman_epoch1": correlations, "replay": replayed}), flush=True)
+    print(
+        "BENCH "
+        + json.dumps(
+            {
+                "bench": "early_ranking",
+                "run_dirs": [str(path) for path in run_dirs],
+                "trials": len(trials),
+                "target": f"best {args.target}",
+                "spearman_epoch1": correlations,
+                "replay": replayed,
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

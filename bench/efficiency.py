@@ -28,7 +28,8 @@ import tempfile
 from pathlib import Path
 
 from cli_search import REPO, run_cli_search_once
-from raytune_ft.results import read_reported_epochs, read_trial_events
+
+from raytune_ft.run_folder import read_reported_epochs, read_trial_events
 
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 RESULTS = REPO / "bench" / "results"
@@ -48,8 +49,14 @@ def method_overrides(method: str, args) -> dict:
     common = {"search.space": RANDOM_SPACE, "search.num_samples": args.trials, "search.seed": args.search_seed}
     if method == "random":
         return {**common, "search.algorithm": "random", "search.scheduler": "fifo"}
-    return {**common, "search.algorithm": "tpe", "search.scheduler": "asha", "search.n_startup_trials": args.tpe_startup,
-            "search.grace_period": args.grace, "search.scheduler_metric": args.scheduler_metric}
+    return {
+        **common,
+        "search.algorithm": "tpe",
+        "search.scheduler": "asha",
+        "search.n_startup_trials": args.tpe_startup,
+        "search.grace_period": args.grace,
+        "search.scheduler_metric": args.scheduler_metric,
+    }
 
 
 def run_method(method: str, args, out_dir: Path) -> dict:
@@ -84,8 +91,13 @@ def read_run(run_dir: Path) -> dict:
         for metric in METRICS:
             if metric not in best or row[f"eval_{metric}"] > best[metric][f"eval_{metric}"]:
                 best[metric] = row
-        curve.append({"trial_epochs": index, "cpu_seconds": cpu_seconds_until(row["reported_at"]),
-                      **{f"best_{metric}": best[metric][f"eval_{metric}"] for metric in METRICS}})
+        curve.append(
+            {
+                "trial_epochs": index,
+                "cpu_seconds": cpu_seconds_until(row["reported_at"]),
+                **{f"best_{metric}": best[metric][f"eval_{metric}"] for metric in METRICS},
+            }
+        )
     keys = ("learning_rate", "num_epochs", "warmup_ratio")
     best_f1 = best["f1"]
     return {
@@ -127,7 +139,14 @@ def plot(results: dict, grid_best: dict, asha: str, path: Path) -> None:
                 xs = [p[key] for p in result["curve"]]
                 ys = [p[f"best_{metric}"] for p in result["curve"]]
                 name = f"{method}, {asha}" if method == "tpe+asha" else method
-                ax.step(xs, ys, where="post", label=f"{name} (best {result[f'best_{metric}']:.4f})", marker="o", markersize=3)
+                ax.step(
+                    xs,
+                    ys,
+                    where="post",
+                    label=f"{name} (best {result[f'best_{metric}']:.4f})",
+                    marker="o",
+                    markersize=3,
+                )
             ax.axhline(grid_best[metric], color="gray", linestyle=":", linewidth=1, label="grid's best")
             ax.set_xlabel(f"compute spent ({label})")
             ax.set_ylabel(f"best dev {metric} so far")
@@ -143,11 +162,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-samples", type=int, default=2000, help="seeded subset of MRPC train (dev: all 408)")
     parser.add_argument("--trials", type=int, default=8, help="trials of tpe+asha and of random")
-    parser.add_argument("--tpe-startup", type=int, default=3, help="TPE's random start-up trials (the tool's default is 10)")
+    parser.add_argument(
+        "--tpe-startup", type=int, default=3, help="TPE's random start-up trials (the tool's default is 10)"
+    )
     parser.add_argument("--grace", type=int, default=1, help="ASHA's grace period in epochs (the tool's default is 1)")
-    parser.add_argument("--scheduler-metric", default="loss",
-                        help="what ASHA ranks trials on (search.scheduler_metric; the tool's default loss; f1 before 2026-12-05)")
-    parser.add_argument("--search-seed", type=int, default=0, help="search.seed of tpe+asha and random: their sampling (a repeat: another seed)")
+    parser.add_argument(
+        "--scheduler-metric",
+        default="loss",
+        help="what ASHA ranks trials on (search.scheduler_metric; the tool's default loss; f1 before 2026-12-05)",
+    )
+    parser.add_argument(
+        "--search-seed",
+        type=int,
+        default=0,
+        help="search.seed of tpe+asha and random: their sampling (a repeat: another seed)",
+    )
     parser.add_argument("--concurrent", type=int, default=2, help="trials at a time (1 CPU each)")
     parser.add_argument("--methods", default="tpe+asha,random,grid")
     parser.add_argument("--lock", default=None, help="flock this file around each search (shared machines)")
@@ -158,31 +187,59 @@ def main() -> None:
 
     results = {method: run_method(method, args, out_dir) for method in args.methods.split(",")}
     base = results.get("grid")
-    grid_best = {metric: (base or max(results.values(), key=lambda r: r[f"best_{metric}"]))[f"best_{metric}"] for metric in METRICS}
+    grid_best = {
+        metric: (base or max(results.values(), key=lambda r: r[f"best_{metric}"]))[f"best_{metric}"]
+        for metric in METRICS
+    }
 
-    print(f"\n{'method':10} {'trials':>6} {'trial-ep':>8} {'CPU-s':>8} {'wall s':>7} {'best F1':>8} {'best acc':>8}  "
-          "reached grid's best F1 at / grid's best accuracy at")
+    print(
+        f"\n{'method':10} {'trials':>6} {'trial-ep':>8} {'CPU-s':>8} {'wall s':>7} {'best F1':>8} {'best acc':>8}  "
+        "reached grid's best F1 at / grid's best accuracy at"
+    )
     first = next(iter(results.values()))
-    summary = {"bench": "efficiency", "model": "all-MiniLM-L6-v2", "train_samples": first["train_samples"],
-               "dev_samples": first["dev_samples"], "concurrent": args.concurrent,
-               "tpe_startup_trials": args.tpe_startup, "search_seed": args.search_seed, "asha_grace_epochs": args.grace,
-               "asha_scheduler_metric": args.scheduler_metric, "grid": GRID, "lr_range": [LR_LOW, LR_HIGH],
-               "grid_best_f1": round(grid_best["f1"], 4), "grid_best_accuracy": round(grid_best["accuracy"], 4),
-               "run_dir": str(out_dir), "methods": {}}
+    summary = {
+        "bench": "efficiency",
+        "model": "all-MiniLM-L6-v2",
+        "train_samples": first["train_samples"],
+        "dev_samples": first["dev_samples"],
+        "concurrent": args.concurrent,
+        "tpe_startup_trials": args.tpe_startup,
+        "search_seed": args.search_seed,
+        "asha_grace_epochs": args.grace,
+        "asha_scheduler_metric": args.scheduler_metric,
+        "grid": GRID,
+        "lr_range": [LR_LOW, LR_HIGH],
+        "grid_best_f1": round(grid_best["f1"], 4),
+        "grid_best_accuracy": round(grid_best["accuracy"], 4),
+        "run_dir": str(out_dir),
+        "methods": {},
+    }
     for method, result in results.items():
         hits = {metric: reached(result["curve"], metric, grid_best[metric]) for metric in METRICS}
-        where = " / ".join(f"{hit['trial_epochs']} trial-epochs, {hit['cpu_seconds']:.0f} CPU-s" if hit else "not reached"
-                           for hit in hits.values())
-        print(f"{method:10} {result['trials']:6d} {result['trial_epochs']:8d} {result['cpu_seconds']:8.0f} {result['wall']:7.0f} "
-              f"{result['best_f1']:8.4f} {result['best_accuracy']:8.4f}  {where}")
+        where = " / ".join(
+            f"{hit['trial_epochs']} trial-epochs, {hit['cpu_seconds']:.0f} CPU-s" if hit else "not reached"
+            for hit in hits.values()
+        )
+        print(
+            f"{method:10} {result['trials']:6d} {result['trial_epochs']:8d} {result['cpu_seconds']:8.0f} {result['wall']:7.0f} "
+            f"{result['best_f1']:8.4f} {result['best_accuracy']:8.4f}  {where}"
+        )
         entry = {
-            "trials": result["trials"], "trial_epochs": result["trial_epochs"], "cpu_seconds": round(result["cpu_seconds"], 1),
-            "wall_seconds": result["wall"], **({"reused": True} if result["reused"] else {}), "best_f1": round(result["best_f1"], 4),
-            "accuracy_at_best_f1": round(result["accuracy_at_best_f1"], 4), "best_config": result["best_config"],
-            "best_epoch": result["best_epoch"], "best_accuracy": round(result["best_accuracy"], 4),
+            "trials": result["trials"],
+            "trial_epochs": result["trial_epochs"],
+            "cpu_seconds": round(result["cpu_seconds"], 1),
+            "wall_seconds": result["wall"],
+            **({"reused": True} if result["reused"] else {}),
+            "best_f1": round(result["best_f1"], 4),
+            "accuracy_at_best_f1": round(result["accuracy_at_best_f1"], 4),
+            "best_config": result["best_config"],
+            "best_epoch": result["best_epoch"],
+            "best_accuracy": round(result["best_accuracy"], 4),
             # [trial-epochs, CPU-seconds, best F1 so far, best accuracy so far]
-            "curve": [[p["trial_epochs"], round(p["cpu_seconds"], 1), *(round(p[f"best_{m}"], 4) for m in METRICS)]
-                      for p in result["curve"]],
+            "curve": [
+                [p["trial_epochs"], round(p["cpu_seconds"], 1), *(round(p[f"best_{m}"], 4) for m in METRICS)]
+                for p in result["curve"]
+            ],
         }
         if base:
             entry["trial_epochs_over_grid"] = round(result["trial_epochs"] / base["trial_epochs"], 3)
@@ -198,7 +255,10 @@ def main() -> None:
         summary["methods"][method] = entry
     tpe = summary["methods"].get("tpe+asha")
     if tpe and base:
-        for metric, flag in (("f1", "tpe_asha_reached_grid_best_within_third"), ("accuracy", "tpe_asha_reached_grid_best_accuracy_within_third")):
+        for metric, flag in (
+            ("f1", "tpe_asha_reached_grid_best_within_third"),
+            ("accuracy", "tpe_asha_reached_grid_best_accuracy_within_third"),
+        ):
             share = tpe.get(f"reached_grid_best_{metric}_cpu_over_grid")
             summary[flag] = share is not None and share <= 1 / 3
     plot(results, grid_best, f"grace {args.grace}, ranks on {args.scheduler_metric}", Path(args.plot))

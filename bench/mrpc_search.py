@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cli_search import REPO, set_options
 
-from raytune_ft.results import read_reported_epochs
+from raytune_ft.run_folder import read_reported_epochs
 
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 
@@ -44,7 +44,14 @@ def main() -> None:
         "output.dir": str(out_dir),
         "output.name": "mrpc-bench",
     }
-    command = [sys.executable, "-m", "raytune_ft.cli", "search", str(REPO / "configs" / "mrpc.yaml"), *set_options(overrides)]
+    command = [
+        sys.executable,
+        "-m",
+        "raytune_ft.cli",
+        "search",
+        str(REPO / "configs" / "mrpc.yaml"),
+        *set_options(overrides),
+    ]
     print(" ".join(command), flush=True)
     started = time.perf_counter()
     subprocess.run(command, check=True)
@@ -55,9 +62,14 @@ def main() -> None:
     best = json.loads((run_dir / "best.json").read_text())
     default_rows = [r for r in rows if r["learning_rate"] == 5e-5 and r["warmup_ratio"] == 0.0]
     default_best = max(default_rows, key=lambda r: r["eval_f1"]) if default_rows else None
-    dev_labels = [int(line.split("\t")[0]) for line in (MRPC / "dev.tsv").read_text(encoding="utf-8-sig").splitlines()[1:]]
+    dev_labels = [
+        int(line.split("\t")[0]) for line in (MRPC / "dev.tsv").read_text(encoding="utf-8-sig").splitlines()[1:]
+    ]
     positives = sum(dev_labels)
-    majority = {"accuracy": positives / len(dev_labels), "f1": 2 * positives / (2 * positives + (len(dev_labels) - positives))}
+    majority = {
+        "accuracy": positives / len(dev_labels),
+        "f1": 2 * positives / (2 * positives + (len(dev_labels) - positives)),
+    }
     trials = {r["trial_id"] for r in rows}
     summary = {
         "bench": "mrpc_search",

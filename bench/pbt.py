@@ -29,7 +29,8 @@ import tempfile
 from pathlib import Path
 
 from cli_search import REPO, run_cli_search
-from raytune_ft.results import read_reported_epochs, read_trial_events
+
+from raytune_ft.run_folder import read_reported_epochs, read_trial_events
 
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 WAYS = {"in_process": "auto", "torchtrainer": "always"}
@@ -65,8 +66,16 @@ def read_run(run_dir: Path) -> dict:
     for row in rows:
         if "first_step_at" not in row:
             continue
-        event = max((e for e in events if e["trial_id"] == row["trial_id"] and e["event"] in ("started", "restarted")
-                     and e["time"] <= row["first_step_at"]), key=lambda e: e["time"])
+        event = max(
+            (
+                e
+                for e in events
+                if e["trial_id"] == row["trial_id"]
+                and e["event"] in ("started", "restarted")
+                and e["time"] <= row["first_step_at"]
+            ),
+            key=lambda e: e["time"],
+        )
         (starts if event["event"] == "started" else restarts).append(row["first_step_at"] - event["time"])
     ended = [e for e in events if e["event"] not in ("started", "restarted")]
     return {
@@ -117,8 +126,12 @@ def main() -> None:
         # Per trial-epoch: PBT's random perturbations differ between runs, and so may the epochs run.
         "in_process_over_torchtrainer_wall_per_trial_epoch": round(
             statistics.median(r["wall_s"] / r["trial_epochs"] for r in runs["in_process"])
-            / statistics.median(r["wall_s"] / r["trial_epochs"] for r in runs["torchtrainer"]), 3),
-        "in_process_over_torchtrainer_wall": round(median("in_process", "wall_s") / median("torchtrainer", "wall_s"), 3),
+            / statistics.median(r["wall_s"] / r["trial_epochs"] for r in runs["torchtrainer"]),
+            3,
+        ),
+        "in_process_over_torchtrainer_wall": round(
+            median("in_process", "wall_s") / median("torchtrainer", "wall_s"), 3
+        ),
         "startup_restart_s": {way: median(way, "startup_restart_s") for way in WAYS},
         "startup_first_s": {way: median(way, "startup_first_s") for way in WAYS},
     }

@@ -49,7 +49,8 @@ def sst2_config():
 
 def prepare_once() -> dict:
     """Child process: one prepare_tokenized_data with the cache in $RAYTUNE_FT_CACHE."""
-    from raytune_ft.data import load_raw_dataset, prepare_tokenized_data
+    from raytune_ft.data.raw import load_raw_dataset
+    from raytune_ft.data.tokenized import prepare_tokenized_data
 
     config = sst2_config()
     started = time.perf_counter()
@@ -57,13 +58,22 @@ def prepare_once() -> dict:
     read_seconds = time.perf_counter() - started
     started = time.perf_counter()
     path, was_cached = prepare_tokenized_data(config)
-    return {"seconds": time.perf_counter() - started, "read_check_seconds": read_seconds, "cached": was_cached,
-            "train_rows": len(raw["train"]), "path": str(path)}
+    return {
+        "seconds": time.perf_counter() - started,
+        "read_check_seconds": read_seconds,
+        "cached": was_cached,
+        "train_rows": len(raw["train"]),
+        "path": str(path),
+    }
 
 
 def run_child(phase: str, cache_dir: str) -> dict:
     done = subprocess.run(
-        [sys.executable, __file__, "--child", phase], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        [sys.executable, __file__, "--child", phase],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "RAYTUNE_FT_CACHE": cache_dir, "PYTHONPATH": str(REPO_ROOT)},
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -82,21 +92,26 @@ def trial_startup(mode: str, data, config_dict: dict) -> dict:
     from transformers import AutoTokenizer, DataCollatorWithPadding
 
     from raytune_ft.config import Config
-    from raytune_ft.data import load_raw_dataset, load_tokenized, tokenize
-    from raytune_ft.sources import resolve_model_path
-    from raytune_ft.training import _open_tokenized
+    from raytune_ft.data.raw import load_raw_dataset
+    from raytune_ft.data.sources import resolve_model_path
+    from raytune_ft.data.tokenized import load_tokenized, tokenize
+    from raytune_ft.training.loop import open_tokenized
 
     config = Config(**config_dict)
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(config.model.name_or_path))
     if mode == "shared":  # a Ray object ref put once by the driver, wrapped in a list as the search does
-        tokenized = _open_tokenized(data[0])
+        tokenized = open_tokenized(data[0])
     elif mode == "memory_mapped":  # the cache folder (raytune-ft train)
         tokenized = load_tokenized(data)
     else:  # the baseline: every trial reads and tokenizes the raw data itself
         tokenized = tokenize(load_raw_dataset(config), tokenizer, config.task_spec(), config.data.max_length)
-    loader = DataLoader(tokenized["train"], batch_size=config.train.batch_size, shuffle=True,
-                        collate_fn=DataCollatorWithPadding(tokenizer))
+    loader = DataLoader(
+        tokenized["train"],
+        batch_size=config.train.batch_size,
+        shuffle=True,
+        collate_fn=DataCollatorWithPadding(tokenizer),
+    )
     next(iter(loader))
     return {"seconds": time.perf_counter() - started, "train_rows": len(tokenized["train"])}
 
@@ -104,11 +119,22 @@ def trial_startup(mode: str, data, config_dict: dict) -> dict:
 def measure_trials(cache_path: str, repeats: int) -> dict[str, list[float]]:
     import ray
 
-    from raytune_ft.data import load_tokenized
+    from raytune_ft.data.tokenized import load_tokenized
 
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-                                       "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}})
+    ray.init(
+        address="local",
+        num_cpus=1,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "env_vars": {
+                "TOKENIZERS_PARALLELISM": "false",
+                "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+                "OMP_NUM_THREADS": "1",
+                "TRANSFORMERS_VERBOSITY": "error",
+            }
+        },
+    )
     try:
         put_started = time.perf_counter()
         ref = ray.put(load_tokenized(cache_path, in_memory=True))  # once per search, in the driver
@@ -161,12 +187,18 @@ def main() -> None:
         **{f"trial_{mode}_median_s": round(value, 3) for mode, value in medians.items()},
         "tokenize_in_trial_over_shared": round(medians["tokenize_in_trial"] / medians["shared"], 1),
     }
-    print(f"prepare SST-2, cold cache : {cold['seconds']:7.2f} s (of which reading and checking the TSVs {cold['read_check_seconds']:.2f} s)")
-    print(f"prepare SST-2, warm cache : {warm_median:7.2f} s median of {[round(w['seconds'], 2) for w in warm]}  "
-          f"-> {summary['cold_over_warm']}x faster")
+    print(
+        f"prepare SST-2, cold cache : {cold['seconds']:7.2f} s (of which reading and checking the TSVs {cold['read_check_seconds']:.2f} s)"
+    )
+    print(
+        f"prepare SST-2, warm cache : {warm_median:7.2f} s median of {[round(w['seconds'], 2) for w in warm]}  "
+        f"-> {summary['cold_over_warm']}x faster"
+    )
     print(f"ray.put of the tokenized data (once per search): {trials['put_seconds']:.2f} s")
     for mode, value in medians.items():
-        print(f"trial start-up to first batch, {mode:17}: {value:6.2f} s median of {[round(t, 2) for t in trials[mode]]}")
+        print(
+            f"trial start-up to first batch, {mode:17}: {value:6.2f} s median of {[round(t, 2) for t in trials[mode]]}"
+        )
     print(f"tokenizing inside each trial costs {summary['tokenize_in_trial_over_shared']}x the shared start-up")
     print("BENCH " + json.dumps(summary))
 

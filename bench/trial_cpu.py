@@ -30,15 +30,21 @@ from collections import defaultdict
 from pathlib import Path
 
 import psutil
-
 from cli_search import REPO, cli_search_command
 
 # configs/quickstart.yaml cut down to 2 trials that are almost all start-up.
 SEARCH_VALUES = {
-    "data.max_length": 48, "data.max_train_samples": 64, "data.max_eval_samples": 32,
-    "train.learning_rate": 5e-5, "train.num_epochs": 1, "train.batch_size": 16,
-    "search.space": "{learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}", "search.num_samples": 2,
-    "search.scheduler": "fifo", "output.name": "cpu", "output.keep_checkpoints": "false",
+    "data.max_length": 48,
+    "data.max_train_samples": 64,
+    "data.max_eval_samples": 32,
+    "train.learning_rate": 5e-5,
+    "train.num_epochs": 1,
+    "train.batch_size": 16,
+    "search.space": "{learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}",
+    "search.num_samples": 2,
+    "search.scheduler": "fifo",
+    "output.name": "cpu",
+    "output.keep_checkpoints": "false",
     "tracking.tensorboard": "false",
 }
 
@@ -61,8 +67,13 @@ def one_search(tree: Path, out: Path) -> dict:
     # HOME: Ray's token and the tokenized-data cache stay out of the user's home.
     env = {**os.environ, "PYTHONPATH": str(tree), "HOME": str(out / "home"), "HF_HUB_OFFLINE": "1"}
     started = time.time()
-    search = subprocess.Popen(cli_search_command("quickstart.yaml", {**SEARCH_VALUES, "output.dir": out / "runs"}),
-                              cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    search = subprocess.Popen(
+        cli_search_command("quickstart.yaml", {**SEARCH_VALUES, "output.dir": out / "runs"}),
+        cwd=tree,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     root = psutil.Process(search.pid)
     seen: dict[int, list] = {}  # pid -> [kind, cpu seconds]
     while search.poll() is None:
@@ -88,8 +99,11 @@ def one_search(tree: Path, out: Path) -> dict:
     for kind, cpu in seen.values():
         per_kind[kind][0] += 1
         per_kind[kind][1] += cpu
-    return {"wall_s": round(wall, 1), "cpu_s": round(sum(cpu for _, cpu in per_kind.values()), 1),
-            "per_kind": {kind: {"processes": n, "cpu_s": round(cpu, 1)} for kind, (n, cpu) in per_kind.items()}}
+    return {
+        "wall_s": round(wall, 1),
+        "cpu_s": round(sum(cpu for _, cpu in per_kind.values()), 1),
+        "per_kind": {kind: {"processes": n, "cpu_s": round(cpu, 1)} for kind, (n, cpu) in per_kind.items()},
+    }
 
 
 def medians_per_kind(results: list[dict], field: str) -> dict[str, float]:
@@ -113,10 +127,17 @@ def main() -> None:
     for round_number in range(1, args.rounds + 1):
         for name, tree in trees.items():
             runs[name].append(one_search(tree, out))
-            print(f"round {round_number} {name}: wall {runs[name][-1]['wall_s']} s, CPU {runs[name][-1]['cpu_s']} s", flush=True)
+            print(
+                f"round {round_number} {name}: wall {runs[name][-1]['wall_s']} s, CPU {runs[name][-1]['cpu_s']} s",
+                flush=True,
+            )
 
-    summary = {"bench": "trial_cpu", "rounds": args.rounds, "trials_per_search": 2,
-               "trees": {name: str(tree) for name, tree in trees.items()}}
+    summary = {
+        "bench": "trial_cpu",
+        "rounds": args.rounds,
+        "trials_per_search": 2,
+        "trees": {name: str(tree) for name, tree in trees.items()},
+    }
     for name, results in runs.items():
         cpu_per_kind = medians_per_kind(results, "cpu_s")
         processes_per_kind = medians_per_kind(results, "processes")
@@ -124,7 +145,8 @@ def main() -> None:
         for kind, cpu in cpu_per_kind.items():
             print(f"  {cpu:6.1f} s  x{processes_per_kind[kind]:<4g} {kind}")
         summary[name] = {
-            "wall_s": [r["wall_s"] for r in results], "cpu_s": [r["cpu_s"] for r in results],
+            "wall_s": [r["wall_s"] for r in results],
+            "cpu_s": [r["cpu_s"] for r in results],
             "median_wall_s": statistics.median(r["wall_s"] for r in results),
             "median_cpu_s": statistics.median(r["cpu_s"] for r in results),
             "median_cpu_s_per_kind": cpu_per_kind,
@@ -135,7 +157,9 @@ def main() -> None:
             pairs = [this / base for this, base in zip(summary["this"][key], summary["baseline"][key])]
             summary[f"this_over_baseline_{key}"] = [round(p, 3) for p in pairs]
             summary[f"median_this_over_baseline_{key}"] = round(statistics.median(pairs), 3)
-        print(f"\nthis / baseline, per round: wall {summary['this_over_baseline_wall_s']}, CPU {summary['this_over_baseline_cpu_s']}")
+        print(
+            f"\nthis / baseline, per round: wall {summary['this_over_baseline_wall_s']}, CPU {summary['this_over_baseline_cpu_s']}"
+        )
     print("BENCH " + json.dumps(summary))
 
 

@@ -31,7 +31,7 @@ from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.util.state import list_actors, list_workers
 
-from raytune_ft.search import RAY_TRAIN_SETTINGS  # what a search sets before its trials start
+from raytune_ft.environment import RAY_TRAIN_SETTINGS  # what a search sets before its trials start
 
 
 def loop(loop_config: dict) -> None:
@@ -51,8 +51,11 @@ def trial(params: dict, stamps: str, storage: str) -> None:
         loop,
         train_loop_config={"trial": params["trial"], "stamps": stamps},
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-        run_config=RunConfig(name=f"probe-{params['trial']}", storage_path=storage,
-                             worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}}),
+        run_config=RunConfig(
+            name=f"probe-{params['trial']}",
+            storage_path=storage,
+            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
+        ),
     ).fit()
     tune.report({"driver_started_at": driver_started_at, "driver_ended_at": time.time()})
 
@@ -81,13 +84,19 @@ def main() -> None:
 
     class_of_pid = {a.pid: a.class_name for a in list_actors(limit=10_000, detail=True, raise_on_missing_output=False)}
     processes = sorted(
-        (w for w in list_workers(limit=10_000, detail=True, raise_on_missing_output=False) if w.worker_type == "WORKER"),
+        (
+            w
+            for w in list_workers(limit=10_000, detail=True, raise_on_missing_output=False)
+            if w.worker_type == "WORKER"
+        ),
         key=lambda w: w.worker_launch_time_ms or 0,
     )
     ray.shutdown()
 
     loop_stamps = {s["trial"]: s for s in map(json.loads, stamps.read_text().splitlines())}
-    trials = sorted(({**r.metrics, **loop_stamps[r.config["trial"]]} for r in results), key=lambda t: t["driver_started_at"])
+    trials = sorted(
+        ({**r.metrics, **loop_stamps[r.config["trial"]]} for r in results), key=lambda t: t["driver_started_at"]
+    )
     # One trial at a time: a trial's processes are its driver's (Tune's ImplicitFunc) and the
     # ones launched after it, up to the next trial's driver.
     per_trial: list[Counter] = []
@@ -98,17 +107,24 @@ def main() -> None:
             per_trial.append(Counter())
         if per_trial and name != "(idle worker)":
             per_trial[-1][name] += 1
-        launched, ready, ended = (f"{ms / 1000 - started:.2f}" if ms else "alive" for ms in
-                                  (process.worker_launch_time_ms, process.worker_launched_time_ms, process.end_time_ms))
+        launched, ready, ended = (
+            f"{ms / 1000 - started:.2f}" if ms else "alive"
+            for ms in (process.worker_launch_time_ms, process.worker_launched_time_ms, process.end_time_ms)
+        )
         print(f"{launched:>9} {ready:>7} {ended:>7}  {name}")
 
     driver_to_loop = [t["loop_started_at"] - t["driver_started_at"] for t in trials]
     driver_wall = [t["driver_ended_at"] - t["driver_started_at"] for t in trials]
     for i, t in enumerate(trials):
-        print(f"trial {i}: driver -> loop start {driver_to_loop[i]:.2f} s, loop imports "
-              f"{t['imports_done_at'] - t['loop_started_at']:.2f} s, driver wall {driver_wall[i]:.2f} s")
+        print(
+            f"trial {i}: driver -> loop start {driver_to_loop[i]:.2f} s, loop imports "
+            f"{t['imports_done_at'] - t['loop_started_at']:.2f} s, driver wall {driver_wall[i]:.2f} s"
+        )
     summary = {
-        "bench": "trial_processes", "trials": args.trials, "preemption_watcher": args.with_preemption_watcher, "wall_seconds": round(wall, 2),
+        "bench": "trial_processes",
+        "trials": args.trials,
+        "preemption_watcher": args.with_preemption_watcher,
+        "wall_seconds": round(wall, 2),
         "actors_per_trial": [dict(sorted(c.items())) for c in per_trial],
         "driver_to_loop_seconds": [round(s, 2) for s in driver_to_loop],
         "driver_wall_seconds": [round(s, 2) for s in driver_wall],

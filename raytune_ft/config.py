@@ -13,11 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from raytune_ft.errors import ConfigError
 from raytune_ft.tasks import GLUE_HUB_ID, Task, custom_task, get_glue_task, known_task_names
-
-
-class ConfigError(ValueError):
-    """Bad user input (config, data, paths): the CLI prints it as one line and exits 2."""
 
 
 class Section(BaseModel):
@@ -55,8 +52,12 @@ class DataSection(Section):
 
     def files(self) -> dict[str, str]:
         """The local files given, by split."""
-        named = {"train": self.train_file, "validation": self.validation_file,
-                 "validation_mismatched": self.validation_mismatched_file, "test": self.test_file}
+        named = {
+            "train": self.train_file,
+            "validation": self.validation_file,
+            "validation_mismatched": self.validation_mismatched_file,
+            "test": self.test_file,
+        }
         return {split: path for split, path in named.items() if path is not None}
 
 
@@ -90,8 +91,16 @@ SAMPLERS = {
     "randint": 2,  # [low, high), high exclusive as in Ray Tune
     "choice": None,  # [v1, v2, ...]
 }
-SEARCHABLE = ("learning_rate", "num_epochs", "warmup_ratio", "batch_size", "weight_decay", "max_grad_norm", "seed",
-              "max_length")
+SEARCHABLE = (
+    "learning_rate",
+    "num_epochs",
+    "warmup_ratio",
+    "batch_size",
+    "weight_decay",
+    "max_grad_norm",
+    "seed",
+    "max_length",
+)
 
 
 # What PBT perturbs when it restarts a weak trial from a strong one (when searched).
@@ -146,11 +155,13 @@ class SearchSection(Section):
                 f"e.g. {{choice: [2.0e-5, 5.0e-5]}}"
             )
         if self.points_to_evaluate:
-            raise ValueError("search.points_to_evaluate: not used by search.algorithm grid (it tries every combination)")
+            raise ValueError(
+                "search.points_to_evaluate: not used by search.algorithm grid (it tries every combination)"
+            )
         return self
 
     @model_validator(mode="after")
-    def _check_pbt(self) -> "SearchSection":
+    def _check_pbt(self) -> SearchSection:
         if self.scheduler != "pbt":
             if self.synch:
                 raise ValueError(
@@ -174,7 +185,7 @@ class SearchSection(Section):
         return self
 
     @model_validator(mode="after")
-    def _check_points(self) -> "SearchSection":
+    def _check_points(self) -> SearchSection:
         for index, point in enumerate(self.points_to_evaluate or []):
             for key, value in point.items():
                 where = f"search.points_to_evaluate[{index}].{key}"
@@ -189,9 +200,7 @@ class SearchSection(Section):
     def _check_space(cls, space: dict[str, dict[str, list[Any]]]) -> dict:
         for key, spec in space.items():
             if key not in SEARCHABLE:
-                raise ValueError(
-                    f"search.space.{key}: not a searchable train key; use one of {', '.join(SEARCHABLE)}"
-                )
+                raise ValueError(f"search.space.{key}: not a searchable train key; use one of {', '.join(SEARCHABLE)}")
             if len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
                 raise ValueError(
                     f"search.space.{key}: write one sampler, e.g. {{loguniform: [1.0e-5, 1.0e-4]}}; "
@@ -316,17 +325,25 @@ class Config(Section):
         return task
 
     @model_validator(mode="after")
-    def _check_task_needs(self) -> "Config":
+    def _check_task_needs(self) -> Config:
         data = self.data
         if self.task == "custom":
             if not data.text_columns or len(data.text_columns) > 2:
                 raise ValueError("data.text_columns: task custom needs one or two text column names")
             if data.label_names is not None and data.regression:
-                raise ValueError("data.label_names: a regression task has no label names; drop one of data.label_names and data.regression")
-            if data.label_names is not None and (len(data.label_names) < 2 or len(set(data.label_names)) != len(data.label_names)):
-                raise ValueError("data.label_names: give two or more different names, in id order (or leave it out to take them from the data)")
+                raise ValueError(
+                    "data.label_names: a regression task has no label names; drop one of data.label_names and data.regression"
+                )
+            if data.label_names is not None and (
+                len(data.label_names) < 2 or len(set(data.label_names)) != len(data.label_names)
+            ):
+                raise ValueError(
+                    "data.label_names: give two or more different names, in id order (or leave it out to take them from the data)"
+                )
             if data.path is None and not data.files():
-                raise ValueError("data: task custom needs its data: data.train_file and data.validation_file, or data.path")
+                raise ValueError(
+                    "data: task custom needs its data: data.train_file and data.validation_file, or data.path"
+                )
         else:
             task = self.task_spec()
             for key in ("label_names", "regression"):
@@ -340,7 +357,9 @@ class Config(Section):
         self._check_files()
         self._check_test()
         if self.search.scheduler == "pbt" and not self.output.keep_checkpoints:
-            raise ValueError("search.scheduler: pbt restarts weak trials from strong trials' checkpoints; set output.keep_checkpoints: true")
+            raise ValueError(
+                "search.scheduler: pbt restarts weak trials from strong trials' checkpoints; set output.keep_checkpoints: true"
+            )
         self._check_points_to_evaluate()
         self.check_search_metric()
         return self
@@ -365,7 +384,9 @@ class Config(Section):
         if self.data.test_file is None:
             raise ValueError("test.evaluate: needs a labelled test split; give it with data.test_file")
         if not self.output.keep_checkpoints:
-            raise ValueError("test.evaluate: the winner is evaluated from its checkpoint; set output.keep_checkpoints: true")
+            raise ValueError(
+                "test.evaluate: the winner is evaluated from its checkpoint; set output.keep_checkpoints: true"
+            )
 
     def _check_points_to_evaluate(self) -> None:
         """A point may leave keys out; they take the train.* value, which must be in the space."""
@@ -407,7 +428,9 @@ class Config(Section):
             value = getattr(self.search, key)
             if value is not None and value not in metrics:
                 # A ConfigError, not a ValueError: raised outside validation too (pydantic wraps both).
-                raise ConfigError(f"search.{key}: {value!r} is not a metric of task {self.task}; use one of {', '.join(metrics)}")
+                raise ConfigError(
+                    f"search.{key}: {value!r} is not a metric of task {self.task}; use one of {', '.join(metrics)}"
+                )
 
     def task_spec(self) -> Task:
         if self.task == "custom":
@@ -440,7 +463,9 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file not found: {path} (give the path of a YAML file, e.g. configs/quickstart.yaml)")
+            raise ConfigError(
+                f"config file not found: {path} (give the path of a YAML file, e.g. configs/quickstart.yaml)"
+            )
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as err:
@@ -521,7 +546,7 @@ def describe_validation_error(err: ValidationError, raw: dict[str, Any]) -> str:
         return f"unknown key {loc!r}; {suggestion}known keys here: {', '.join(allowed)}"
     message = first["msg"]
     if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
         # Our own validators already name their field.
         return message if not loc or message.startswith(loc.split(".")[0]) else f"{loc}: {message}"
     got = f" (got {first['input']!r})" if "input" in first and not isinstance(first["input"], dict) else ""

@@ -1,4 +1,5 @@
-"""A run folder's files: per-epoch rows, trial events, search state, and the best trial.
+"""The run folder's files, read and written in one place: per-epoch rows, trial events,
+search state, and the best trial.
 
 `epochs.jsonl` is the source of truth for metrics: one JSON object per trial per epoch,
 appended as epochs finish, so an interrupted search loses nothing that was reported.
@@ -14,25 +15,28 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from rich.console import Console
+from raytune_ft.errors import ConfigError
 
 EPOCHS_FILE = "epochs.jsonl"
 TRIALS_FILE = "trials.jsonl"
 SEARCH_FILE = "search.json"
 BEST_FILE = "best.json"
 CONFIG_FILE = "config.yaml"
-CONFIRM_FILE = "confirm.json"  # the confirm stage's table (confirm.py)
-TEST_FILE = "test.json"  # the winner's test-split metrics (holdout.py)
+CONFIRM_FILE = "confirm.json"  # the confirm stage's table (tuning/confirm.py)
+TEST_FILE = "test.json"  # the winner's test-split metrics (tuning/holdout.py)
 
 
-def make_console(stderr: bool = False) -> Console:
-    """A console that does not hard-wrap tables and progress lines at 80 columns in CI logs."""
-    console = Console(soft_wrap=True, stderr=stderr)
-    if not console.is_terminal:
-        console = Console(soft_wrap=True, width=160, stderr=stderr)
-    return console
+def new_run_dir(output_dir: str, name: str | None, default_name: str) -> Path:
+    """A new run folder's path: <output.dir>/<output.name>, or <default_name>-<timestamp>.
+    Refused when it already holds something (a finished run is never written over)."""
+    name = name or f"{default_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    run_dir = (Path(output_dir).expanduser() / name).resolve()
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"output: run folder {run_dir} already exists; choose another output.name or remove it")
+    return run_dir
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -56,7 +60,7 @@ def _append_jsonl(path: Path, row: dict) -> None:
 
 def read_epochs(run_dir: Path) -> list[dict]:
     """One row per trial and epoch, in report order. A trial restarted from a checkpoint says
-    that checkpoint's epoch again (see training_function): the rows of one epoch merge."""
+    that checkpoint's epoch again (see training/loop.py): the rows of one epoch merge."""
     rows: dict[tuple, dict] = {}
     for row in read_reported_epochs(run_dir):
         key = (row.get("trial_id"), row.get("epoch"))
@@ -118,11 +122,16 @@ class Best:
     config: dict  # the trial's hyperparameters
     metrics: dict  # the best epoch's row
     checkpoint: str | None
-    # With a confirm stage: the winning config's mean over its new seeds (see confirm.py).
+    # With a confirm stage: the winning config's mean over its new seeds (see tuning/confirm.py).
     confirmed: dict | None = None
 
     def to_json(self) -> dict:
-        document = {"trial_id": self.trial_id, "config": self.config, "metrics": self.metrics, "checkpoint": self.checkpoint}
+        document = {
+            "trial_id": self.trial_id,
+            "config": self.config,
+            "metrics": self.metrics,
+            "checkpoint": self.checkpoint,
+        }
         if self.confirmed is not None:
             document["confirmed"] = self.confirmed
         return document

@@ -12,8 +12,8 @@ each knows how the original GLUE download (download_glue_data.py) lays out its f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 GLUE_HUB_ID = "nyu-mll/glue"
 
@@ -68,42 +68,121 @@ class Task:
         return tuple("loss" + EVAL_SUFFIXES[split] for split in self.eval_splits)
 
 
-def _glue(name, text_columns, label_names, metric_names, main_metric, folder, file_columns, *,
-          files=GLUE_SPLIT_FILES, headerless_names=None, **task_options) -> Task:
+def _glue(
+    name,
+    text_columns,
+    label_names,
+    metric_names,
+    main_metric,
+    folder,
+    file_columns,
+    *,
+    files=GLUE_SPLIT_FILES,
+    headerless_names=None,
+    **task_options,
+) -> Task:
     """A GLUE task; file_columns: the GLUE files' column for each text column, then the label's."""
     columns = dict(zip([*text_columns, "label"], file_columns))
-    return Task(name, tuple(text_columns), tuple(label_names), tuple(metric_names), main_metric,
-                hub_subset=name, glue=GlueLayout(folder, columns, files, headerless_names), **task_options)
+    return Task(
+        name,
+        tuple(text_columns),
+        tuple(label_names),
+        tuple(metric_names),
+        main_metric,
+        hub_subset=name,
+        glue=GlueLayout(folder, columns, files, headerless_names),
+        **task_options,
+    )
 
 
 GLUE_TASKS: dict[str, Task] = {
     task.name: task
     for task in (
-        _glue("cola", ["sentence"], ["unacceptable", "acceptable"], ["matthews_correlation"], "matthews_correlation",
-              "CoLA", ["sentence", "label"],
-              # train.tsv and dev.tsv have no header: source, label, the author's mark, sentence.
-              headerless_names=("source", "label", "original_label", "sentence")),
-        _glue("sst2", ["sentence"], ["negative", "positive"], ["accuracy"], "accuracy",
-              "SST-2", ["sentence", "label"]),
-        _glue("mrpc", ["sentence1", "sentence2"], ["not_equivalent", "equivalent"], ["accuracy", "f1"], "f1",
-              "MRPC", ["#1 String", "#2 String", "Quality"]),
+        _glue(
+            "cola",
+            ["sentence"],
+            ["unacceptable", "acceptable"],
+            ["matthews_correlation"],
+            "matthews_correlation",
+            "CoLA",
+            ["sentence", "label"],
+            # train.tsv and dev.tsv have no header: source, label, the author's mark, sentence.
+            headerless_names=("source", "label", "original_label", "sentence"),
+        ),
+        _glue("sst2", ["sentence"], ["negative", "positive"], ["accuracy"], "accuracy", "SST-2", ["sentence", "label"]),
+        _glue(
+            "mrpc",
+            ["sentence1", "sentence2"],
+            ["not_equivalent", "equivalent"],
+            ["accuracy", "f1"],
+            "f1",
+            "MRPC",
+            ["#1 String", "#2 String", "Quality"],
+        ),
         # Scores from 0 to 5; GLUE reports Pearson and Spearman, the search defaults to Pearson.
-        _glue("stsb", ["sentence1", "sentence2"], [], ["pearson", "spearmanr"], "pearson",
-              "STS-B", ["sentence1", "sentence2", "score"], is_regression=True),
-        _glue("qqp", ["question1", "question2"], ["not_duplicate", "duplicate"], ["accuracy", "f1"], "f1",
-              "QQP", ["question1", "question2", "is_duplicate"]),
+        _glue(
+            "stsb",
+            ["sentence1", "sentence2"],
+            [],
+            ["pearson", "spearmanr"],
+            "pearson",
+            "STS-B",
+            ["sentence1", "sentence2", "score"],
+            is_regression=True,
+        ),
+        _glue(
+            "qqp",
+            ["question1", "question2"],
+            ["not_duplicate", "duplicate"],
+            ["accuracy", "f1"],
+            "f1",
+            "QQP",
+            ["question1", "question2", "is_duplicate"],
+        ),
         # Evaluated on both dev sets: matched (eval_accuracy) and mismatched (eval_accuracy_mm).
-        _glue("mnli", ["premise", "hypothesis"], ["entailment", "neutral", "contradiction"], ["accuracy"], "accuracy",
-              "MNLI", ["sentence1", "sentence2", "gold_label"],
-              eval_splits=("validation", "validation_mismatched"),
-              hub_splits={"validation": "validation_matched"},
-              files={"train": "train.tsv", "validation": "dev_matched.tsv", "validation_mismatched": "dev_mismatched.tsv"}),
-        _glue("qnli", ["question", "sentence"], ["entailment", "not_entailment"], ["accuracy"], "accuracy",
-              "QNLI", ["question", "sentence", "label"]),
-        _glue("rte", ["sentence1", "sentence2"], ["entailment", "not_entailment"], ["accuracy"], "accuracy",
-              "RTE", ["sentence1", "sentence2", "label"]),
-        _glue("wnli", ["sentence1", "sentence2"], ["not_entailment", "entailment"], ["accuracy"], "accuracy",
-              "WNLI", ["sentence1", "sentence2", "label"]),
+        _glue(
+            "mnli",
+            ["premise", "hypothesis"],
+            ["entailment", "neutral", "contradiction"],
+            ["accuracy"],
+            "accuracy",
+            "MNLI",
+            ["sentence1", "sentence2", "gold_label"],
+            eval_splits=("validation", "validation_mismatched"),
+            hub_splits={"validation": "validation_matched"},
+            files={
+                "train": "train.tsv",
+                "validation": "dev_matched.tsv",
+                "validation_mismatched": "dev_mismatched.tsv",
+            },
+        ),
+        _glue(
+            "qnli",
+            ["question", "sentence"],
+            ["entailment", "not_entailment"],
+            ["accuracy"],
+            "accuracy",
+            "QNLI",
+            ["question", "sentence", "label"],
+        ),
+        _glue(
+            "rte",
+            ["sentence1", "sentence2"],
+            ["entailment", "not_entailment"],
+            ["accuracy"],
+            "accuracy",
+            "RTE",
+            ["sentence1", "sentence2", "label"],
+        ),
+        _glue(
+            "wnli",
+            ["sentence1", "sentence2"],
+            ["not_entailment", "entailment"],
+            ["accuracy"],
+            "accuracy",
+            "WNLI",
+            ["sentence1", "sentence2", "label"],
+        ),
     )
 }
 

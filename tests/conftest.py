@@ -137,7 +137,7 @@ def write_paraphrase_files(folder: Path, sizes: dict[str, int]) -> dict[str, str
     """Built-in paraphrase pairs as JSON Lines files, one per split (each split its own draw)."""
     import json
 
-    from raytune_ft.builtin_data import paraphrase_split
+    from raytune_ft.data.builtin import paraphrase_split
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -163,12 +163,16 @@ def confirmed_search(tmp_path_factory, tiny_bert_dir):
     evaluated on a labelled test file: 2 search trials + 4 confirm runs of 2 epochs each."""
     tmp_path = tmp_path_factory.mktemp("confirmed")
     raw = files_config(
-        tiny_bert_dir, tmp_path / "data",
+        tiny_bert_dir,
+        tmp_path / "data",
         search={
             "space": {"learning_rate": {"loguniform": [1e-4, 3e-3]}},
             "points_to_evaluate": [{"learning_rate": 1e-3}, {"learning_rate": 2e-4}],
             # eval_loss, not accuracy: a tiny model's accuracies tie at chance, its losses differ.
-            "num_samples": 2, "scheduler": "fifo", "metric": "loss", "mode": "min",
+            "num_samples": 2,
+            "scheduler": "fifo",
+            "metric": "loss",
+            "mode": "min",
         },
         confirm={"top_k": 2, "seeds": 2},
         test={"evaluate": True},

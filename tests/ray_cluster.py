@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from raytune_ft.cluster import unused_port
+from raytune_ft.tuning.cluster import unused_port
 
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 
@@ -52,6 +52,7 @@ def stop_processes(procs: list[psutil.Process]) -> None:
     then the GCS. Sent SIGTERM all at once, the raylet took ~12 s to go and the GCS and the
     autoscaler monitor outlived a 15 s wait (SIGKILLed after it); in this order each group
     exits on its SIGTERM within ~2 s (~5.5 s in all)."""
+
     def command(proc: psutil.Process) -> str:
         try:
             return " ".join(proc.cmdline())
@@ -91,14 +92,31 @@ def local_cluster(node_resources: list[dict], cpus_per_node: int = 1):
     try:
         head, *others = node_resources
         subprocess.run(
-            [*RAY, "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}", f"--resources={json.dumps(head)}",
-             "--include-dashboard=true", f"--dashboard-port={dashboard_port}", *common],
-            check=True, capture_output=True, text=True, timeout=120, env=env,
+            [
+                *RAY,
+                "start",
+                "--head",
+                f"--port={port}",
+                f"--temp-dir={temp_dir}",
+                f"--resources={json.dumps(head)}",
+                "--include-dashboard=true",
+                f"--dashboard-port={dashboard_port}",
+                *common,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
         )
         for resources in others:
             subprocess.run(
                 [*RAY, "start", f"--address=127.0.0.1:{port}", f"--resources={json.dumps(resources)}", *common],
-                check=True, capture_output=True, text=True, timeout=120, env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=env,
             )
         yield LocalCluster(address=f"127.0.0.1:{port}", dashboard_url=f"http://127.0.0.1:{dashboard_port}")
     finally:

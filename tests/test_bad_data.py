@@ -4,10 +4,9 @@ names the file, the line or column, and the fix; no run folder, no cache entry."
 import pytest
 import yaml
 from click.testing import CliRunner
+from test_data_sources import STSB_HEADER, write_tsv
 
 from raytune_ft.cli import main
-
-from test_data_sources import STSB_HEADER, write_tsv
 
 SST2_HEADER = ["sentence", "label"]
 GOOD_ROWS = [["a fine film ", "1"], ["a dull film ", "0"]]
@@ -16,8 +15,14 @@ GOOD_ROWS = [["a fine film ", "1"], ["a dull film ", "0"]]
 def csv_files(tmp_path, train: str, dev: str = "text,label\nfine,good\n") -> dict:
     (tmp_path / "train.csv").write_text(train, encoding="utf-8")
     (tmp_path / "dev.csv").write_text(dev, encoding="utf-8")
-    return {"task": "custom", "data": {"train_file": str(tmp_path / "train.csv"), "validation_file": str(tmp_path / "dev.csv"),
-                                       "text_columns": ["text"]}}
+    return {
+        "task": "custom",
+        "data": {
+            "train_file": str(tmp_path / "train.csv"),
+            "validation_file": str(tmp_path / "dev.csv"),
+            "text_columns": ["text"],
+        },
+    }
 
 
 def sst2_folder(tmp_path, train_rows, header=SST2_HEADER, encoding="utf-8") -> dict:
@@ -46,17 +51,29 @@ def missing_label_column(tmp_path):
 
 
 def empty_split(tmp_path):
-    return csv_files(tmp_path, "text,label\nok,good\nbad,bad\n", dev="text,label\n"), ["dev.csv", "no rows", "validation split"]
+    return csv_files(tmp_path, "text,label\nok,good\nbad,bad\n", dev="text,label\n"), [
+        "dev.csv",
+        "no rows",
+        "validation split",
+    ]
 
 
 def label_outside_the_task(tmp_path):
     folder = tmp_path / "MRPC"
     folder.mkdir()
     header = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
-    write_tsv(folder / "train.tsv", header, [["1", "1", "2", "He left.", "He went away."],
-                                             ["2", "3", "4", "It rained.", "The sun shone."]], bom=True)
+    write_tsv(
+        folder / "train.tsv",
+        header,
+        [["1", "1", "2", "He left.", "He went away."], ["2", "3", "4", "It rained.", "The sun shone."]],
+        bom=True,
+    )
     write_tsv(folder / "dev.tsv", header, [["0", "5", "6", "Yes.", "No."]], bom=True)
-    return {"task": "mrpc", "data": {"path": str(folder)}}, ["train.tsv:3", "label '2'", "not_equivalent (id 0), equivalent (id 1)"]
+    return {"task": "mrpc", "data": {"path": str(folder)}}, [
+        "train.tsv:3",
+        "label '2'",
+        "not_equivalent (id 0), equivalent (id 1)",
+    ]
 
 
 def non_numeric_score(tmp_path):
@@ -65,12 +82,21 @@ def non_numeric_score(tmp_path):
     row = ["0", "main-news", "headlines", "2015", "0001", "none", "none", "A cat sits.", "A cat is sitting."]
     write_tsv(folder / "train.tsv", STSB_HEADER, [row + ["4.2"], row + ["high"]])
     write_tsv(folder / "dev.tsv", STSB_HEADER, [row + ["3.0"]])
-    return {"task": "stsb", "data": {"path": str(folder)}}, ["train.tsv:3", "'high'", "'score'", "regression", "numeric score"]
+    return {"task": "stsb", "data": {"path": str(folder)}}, [
+        "train.tsv:3",
+        "'high'",
+        "'score'",
+        "regression",
+        "numeric score",
+    ]
 
 
 def too_few_fields(tmp_path):
     return sst2_folder(tmp_path, [GOOD_ROWS[0], ["a film with no label "], GOOD_ROWS[1]]), [
-        "train.tsv:3", "1 field where the header has 2", "fix the row"]
+        "train.tsv:3",
+        "1 field where the header has 2",
+        "fix the row",
+    ]
 
 
 def empty_sentence(tmp_path):
@@ -79,11 +105,23 @@ def empty_sentence(tmp_path):
 
 def not_utf8(tmp_path):
     return sst2_folder(tmp_path, [*GOOD_ROWS, ["un film très réussi ", "1"]], encoding="latin-1"), [
-        "train.tsv:4", "not UTF-8", "save the file as UTF-8"]
+        "train.tsv:4",
+        "not UTF-8",
+        "save the file as UTF-8",
+    ]
 
 
-CASES = [missing_file, missing_text_column, missing_label_column, empty_split, label_outside_the_task,
-         non_numeric_score, too_few_fields, empty_sentence, not_utf8]
+CASES = [
+    missing_file,
+    missing_text_column,
+    missing_label_column,
+    empty_split,
+    label_outside_the_task,
+    non_numeric_score,
+    too_few_fields,
+    empty_sentence,
+    not_utf8,
+]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.__name__ for case in CASES])

@@ -13,7 +13,6 @@ import json
 
 import pytest
 import yaml
-
 from conftest import REPO_ROOT, checkpoint_folders, quick_config, search_in_process
 from ray_cluster import local_cluster
 
@@ -46,6 +45,7 @@ def two_node_cluster():
         yield cluster.address
 
 
+@pytest.mark.slow
 def test_search_spreads_trials_over_both_nodes_into_shared_storage(two_node_cluster, tiny_bert_dir, tmp_path):
     storage = tmp_path / "shared-storage"
     raw = quick_config(
@@ -67,11 +67,16 @@ def test_search_spreads_trials_over_both_nodes_into_shared_storage(two_node_clus
     # Results and checkpoints went to the shared storage path, not the run folder.
     assert (storage / "two-nodes" / "tune").is_dir()
     for trial_id in trials:
-        assert [path for path in checkpoint_folders(storage / "two-nodes", trial_id) if (path / "model.safetensors").is_file()]
+        assert [
+            path
+            for path in checkpoint_folders(storage / "two-nodes", trial_id)
+            if (path / "model.safetensors").is_file()
+        ]
     best = json.loads((run_dir / "best.json").read_text())
     assert best["checkpoint"].startswith(str(storage))
 
 
+@pytest.mark.slow
 def test_multi_node_search_without_shared_storage_is_refused(two_node_cluster, tiny_bert_dir, tmp_path):
     raw = quick_config(tiny_bert_dir, output={"dir": str(tmp_path / "runs"), "name": "refused"})
     result = search_in_process(raw, tmp_path, "--address", two_node_cluster)
@@ -80,6 +85,7 @@ def test_multi_node_search_without_shared_storage_is_refused(two_node_cluster, t
     assert not (tmp_path / "runs" / "refused").exists()
 
 
+@pytest.mark.slow
 def test_driver_resource_must_exist_in_the_cluster(two_node_cluster, tiny_bert_dir, tmp_path):
     raw = quick_config(
         tiny_bert_dir,
@@ -105,7 +111,7 @@ def test_a_random_port_for_our_own_ray_runtime_is_never_one_ray_takes_by_default
     # taken by the caller, then a good one: only the good one may come back.
     import socket
 
-    from raytune_ft import cluster
+    from raytune_ft.tuning import cluster
 
     offered = iter([52365, 8265, 6379, 40001, 40002])
 
@@ -130,18 +136,23 @@ def test_environment_is_set_for_processes_started_inside_and_restored_after(monk
     import subprocess
     import sys
 
-    from raytune_ft.cluster import environment
+    from raytune_ft.environment import environment
 
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    read = [sys.executable, "-c", "import os; print(os.environ['MALLOC_ARENA_MAX'], os.environ.get('MALLOC_TRIM_THRESHOLD_'))"]
+    read = [
+        sys.executable,
+        "-c",
+        "import os; print(os.environ['MALLOC_ARENA_MAX'], os.environ.get('MALLOC_TRIM_THRESHOLD_'))",
+    ]
     with environment({"MALLOC_ARENA_MAX": "1", "MALLOC_TRIM_THRESHOLD_": "1024"}):
         assert subprocess.run(read, capture_output=True, text=True, check=True).stdout.split() == ["1", "1024"]
     assert subprocess.run(read, capture_output=True, text=True, check=True).stdout.split() == ["4", "None"]
 
 
+@pytest.mark.slow
 def test_cluster_yaml_starts_ray_with_the_malloc_settings_of_a_local_search():
-    from raytune_ft.cluster import MALLOC_SETTINGS
+    from raytune_ft.environment import MALLOC_SETTINGS
 
     config = yaml.safe_load((REPO_ROOT / "cluster.yaml").read_text())
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):

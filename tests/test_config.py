@@ -47,9 +47,17 @@ def test_unknown_key_suggests_the_right_one():
         ({"task": "qnli", "data": {"text_columns": ["question"]}}, "data.text_columns"),
         ({"task": "custom", "data": {"text_columns": ["text"]}}, "data.train_file"),
         ({"task": "custom", "data": {"text_columns": ["text"], "train_file": "t.csv"}}, "data.validation_file"),
-        ({"task": "custom", "data": {"text_columns": ["t"], "regression": True, "label_names": ["a", "b"]}}, "data.label_names"),
-        ({"task": "mrpc", "data": {"train_file": "t.csv", "validation_file": "d.csv",
-                                   "validation_mismatched_file": "m.csv"}}, "data.validation_mismatched_file"),
+        (
+            {"task": "custom", "data": {"text_columns": ["t"], "regression": True, "label_names": ["a", "b"]}},
+            "data.label_names",
+        ),
+        (
+            {
+                "task": "mrpc",
+                "data": {"train_file": "t.csv", "validation_file": "d.csv", "validation_mismatched_file": "m.csv"},
+            },
+            "data.validation_mismatched_file",
+        ),
     ],
 )
 def test_impossible_values_name_their_field(raw, field):
@@ -59,9 +67,15 @@ def test_impossible_values_name_their_field(raw, field):
 def test_schedulers_rank_on_eval_loss_unless_told_otherwise():
     config = load_config("configs/mrpc.yaml")
     assert (config.metric, config.scheduler_metric) == ("f1", ("eval_loss", "min"))
-    assert load_config("configs/mrpc.yaml", ["search.scheduler_metric=accuracy"]).scheduler_metric == ("eval_accuracy", "max")
+    assert load_config("configs/mrpc.yaml", ["search.scheduler_metric=accuracy"]).scheduler_metric == (
+        "eval_accuracy",
+        "max",
+    )
     # The search's own metric keeps the search's mode.
-    assert load_config("configs/mrpc.yaml", ["search.scheduler_metric=f1", "search.mode=min"]).scheduler_metric == ("eval_f1", "min")
+    assert load_config("configs/mrpc.yaml", ["search.scheduler_metric=f1", "search.mode=min"]).scheduler_metric == (
+        "eval_f1",
+        "min",
+    )
 
 
 def test_every_shipped_config_is_valid():
@@ -90,8 +104,12 @@ def test_set_overrides_are_read_as_yaml(tmp_path):
     path.write_text(yaml.safe_dump({"task": "mrpc"}))
     config = load_config(
         path,
-        ["train.learning_rate=3e-5", "search.num_samples=16", "output.keep_checkpoints=false",
-         "search.space={learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}"]
+        [
+            "train.learning_rate=3e-5",
+            "search.num_samples=16",
+            "output.keep_checkpoints=false",
+            "search.space={learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}",
+        ],
     )
     assert config.train.learning_rate == 3e-5
     assert config.search.num_samples == 16
@@ -128,9 +146,7 @@ def run_cli(tmp_path, monkeypatch):
 
 
 def test_search_with_a_missing_data_folder_exits_2_and_writes_nothing(run_cli):
-    result, leftovers = run_cli(
-        "search", str(REPO_ROOT / "configs" / "mrpc.yaml"), "--set", "data.path=./no/such/MRPC"
-    )
+    result, leftovers = run_cli("search", str(REPO_ROOT / "configs" / "mrpc.yaml"), "--set", "data.path=./no/such/MRPC")
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "data.path" in lines[0] and "no/such/MRPC" in lines[0]
@@ -151,8 +167,12 @@ def test_missing_config_file_exits_2(run_cli):
 
 def test_missing_local_model_folder_exits_2(run_cli, glue_dir):
     result, leftovers = run_cli(
-        "search", str(REPO_ROOT / "configs" / "mrpc.yaml"),
-        "--set", f"data.path={glue_dir / 'MRPC'}", "--set", "model.name_or_path=./models/none"
+        "search",
+        str(REPO_ROOT / "configs" / "mrpc.yaml"),
+        "--set",
+        f"data.path={glue_dir / 'MRPC'}",
+        "--set",
+        "model.name_or_path=./models/none",
     )
     assert result.exit_code == 2
     assert "model.name_or_path" in result.output
@@ -166,11 +186,17 @@ def test_pbt_draws_its_population_at_random_and_refuses_another_algorithm():
         load_config("configs/mrpc.yaml", ["search.scheduler=pbt", "search.algorithm=tpe"])
 
 
-@pytest.mark.parametrize("override, message", [
-    ("search.space={num_epochs: {choice: [1, 2]}}", "search.space: search.scheduler pbt perturbs learning_rate or warmup_ratio"),
-    ("output.keep_checkpoints=false", "search.scheduler: pbt restarts weak trials from strong trials' checkpoints"),
-    ("search.quantile_fraction=0.7", "search.quantile_fraction"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "search.space={num_epochs: {choice: [1, 2]}}",
+            "search.space: search.scheduler pbt perturbs learning_rate or warmup_ratio",
+        ),
+        ("output.keep_checkpoints=false", "search.scheduler: pbt restarts weak trials from strong trials' checkpoints"),
+        ("search.quantile_fraction=0.7", "search.quantile_fraction"),
+    ],
+)
 def test_pbt_needs_something_to_perturb_and_checkpoints(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("configs/mrpc.yaml", ["search.scheduler=pbt", override])

@@ -16,7 +16,7 @@ from conftest import quick_config
 
 from raytune_ft.cli import main
 from raytune_ft.config import ConfigError, validate_config
-from raytune_ft.confirm import confirm_results, new_seeds, search_seeds, top_candidates
+from raytune_ft.tuning.confirm import confirm_results, new_seeds, search_seeds, top_candidates
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -39,6 +39,7 @@ def confirmed(confirmed_search):
 # The stage, on a real search
 
 
+@pytest.mark.slow
 def test_the_top_configs_are_the_search_trials_in_order_of_their_best_epoch(confirmed):
     _, run_dir, confirm = confirmed
     rows = read_jsonl(run_dir / "epochs.jsonl")
@@ -50,6 +51,7 @@ def test_the_top_configs_are_the_search_trials_in_order_of_their_best_epoch(conf
         assert candidate["search"]["score"] == best_score(rows, candidate["search"]["trial_id"])
 
 
+@pytest.mark.slow
 def test_each_config_ran_again_with_new_seeds_the_search_did_not_use(confirmed):
     _, run_dir, confirm = confirmed
     assert confirm["seeds"] == [43, 44] and confirm["search_seeds"] == [42]
@@ -64,10 +66,13 @@ def test_each_config_ran_again_with_new_seeds_the_search_did_not_use(confirmed):
     rows = read_jsonl(run_dir / "confirm" / "epochs.jsonl")
     assert len(rows) == 8  # 4 runs x 2 epochs, in the confirm folder, not the search's epochs.jsonl
     first = confirm["candidates"][0]["runs"]
-    losses = [next(r["train_loss"] for r in rows if r["trial_id"] == run["trial_id"] and r["epoch"] == 1) for run in first]
+    losses = [
+        next(r["train_loss"] for r in rows if r["trial_id"] == run["trial_id"] and r["epoch"] == 1) for run in first
+    ]
     assert losses[0] != losses[1]
 
 
+@pytest.mark.slow
 def test_mean_and_std_are_over_each_runs_best_epoch(confirmed):
     _, run_dir, confirm = confirmed
     rows = read_jsonl(run_dir / "confirm" / "epochs.jsonl")
@@ -78,6 +83,7 @@ def test_mean_and_std_are_over_each_runs_best_epoch(confirmed):
         assert candidate["std"] == pytest.approx(statistics.stdev(scores))
 
 
+@pytest.mark.slow
 def test_the_winner_has_the_best_mean_and_exports_its_best_run(confirmed):
     _, run_dir, confirm = confirmed
     means = [c["mean"] for c in confirm["candidates"]]
@@ -85,8 +91,10 @@ def test_the_winner_has_the_best_mean_and_exports_its_best_run(confirmed):
     assert winner["mean"] == min(means) and winner["winner"]
     # Its exported model: the best run of the winning config, on dev (search trial or confirm run).
     search_rows = read_jsonl(run_dir / "epochs.jsonl")
-    runs = {winner["search"]["trial_id"]: best_score(search_rows, winner["search"]["trial_id"]),
-            **{run["trial_id"]: run["score"] for run in winner["runs"]}}
+    runs = {
+        winner["search"]["trial_id"]: best_score(search_rows, winner["search"]["trial_id"]),
+        **{run["trial_id"]: run["score"] for run in winner["runs"]},
+    }
     best = json.loads((run_dir / "best.json").read_text())
     assert runs[best["trial_id"]] == min(runs.values())
     assert best["metrics"]["eval_loss"] == min(runs.values())
@@ -96,6 +104,7 @@ def test_the_winner_has_the_best_mean_and_exports_its_best_run(confirmed):
     assert confirm["exported"]["trial_id"] == best["trial_id"]
 
 
+@pytest.mark.slow
 def test_export_copies_the_confirmed_winners_model(confirmed, tmp_path):
     _, run_dir, _ = confirmed
     best = json.loads((run_dir / "best.json").read_text())
@@ -106,6 +115,7 @@ def test_export_copies_the_confirmed_winners_model(confirmed, tmp_path):
     assert (out / "model.safetensors").read_bytes() == Path(best["checkpoint"], "model.safetensors").read_bytes()
 
 
+@pytest.mark.slow
 def test_search_and_report_show_the_confirm_table(confirmed):
     result, run_dir, confirm = confirmed
     winner = confirm["candidates"][confirm["winner"]]
@@ -128,24 +138,36 @@ def row(trial_id, epoch, score, **params):
 
 
 def test_candidates_are_distinct_configs_ranked_by_their_best_epoch():
-    config = validate_config(quick_config("m", search={"space": {"learning_rate": {"loguniform": [1e-5, 1e-2]}}},
-                                          confirm={"top_k": 2}))
-    rows = [row("a", 1, 0.9, learning_rate=1e-3), row("a", 2, 0.5, learning_rate=1e-3),
-            row("b", 1, 0.7, learning_rate=1e-4), row("c", 1, 0.8, learning_rate=1e-3),
-            row("d", 1, 0.6, learning_rate=3e-5)]
+    config = validate_config(
+        quick_config("m", search={"space": {"learning_rate": {"loguniform": [1e-5, 1e-2]}}}, confirm={"top_k": 2})
+    )
+    rows = [
+        row("a", 1, 0.9, learning_rate=1e-3),
+        row("a", 2, 0.5, learning_rate=1e-3),
+        row("b", 1, 0.7, learning_rate=1e-4),
+        row("c", 1, 0.8, learning_rate=1e-3),
+        row("d", 1, 0.6, learning_rate=3e-5),
+    ]
     candidates = top_candidates(rows, config)
     assert [(c["search"]["trial_id"], c["search"]["score"], c["config"]) for c in candidates] == [
-        ("a", 0.9, {"learning_rate": 1e-3}), ("b", 0.7, {"learning_rate": 1e-4})]  # c repeats a's config
+        ("a", 0.9, {"learning_rate": 1e-3}),
+        ("b", 0.7, {"learning_rate": 1e-4}),
+    ]  # c repeats a's config
 
 
 def test_a_searched_seed_is_not_part_of_a_candidate_config():
     space = {"learning_rate": {"loguniform": [1e-5, 1e-2]}, "seed": {"randint": [0, 100]}}
     config = validate_config(quick_config("m", search={"space": space}, confirm={"top_k": 2}))
-    rows = [row("a", 1, 0.9, learning_rate=1e-3, seed=7), row("b", 1, 0.8, learning_rate=1e-3, seed=9),
-            row("c", 1, 0.7, learning_rate=1e-4, seed=7)]
+    rows = [
+        row("a", 1, 0.9, learning_rate=1e-3, seed=7),
+        row("b", 1, 0.8, learning_rate=1e-3, seed=9),
+        row("c", 1, 0.7, learning_rate=1e-4, seed=7),
+    ]
     candidates = top_candidates(rows, config)
     assert [(c["search"]["trial_id"], c["config"], c["search"]["seed"]) for c in candidates] == [
-        ("a", {"learning_rate": 1e-3}, 7), ("c", {"learning_rate": 1e-4}, 7)]  # b is a's config with another seed
+        ("a", {"learning_rate": 1e-3}, 7),
+        ("c", {"learning_rate": 1e-4}, 7),
+    ]  # b is a's config with another seed
     assert new_seeds(search_seeds(rows, config), config.train.seed, 3) == [43, 44, 45]
 
 
@@ -155,16 +177,21 @@ def test_new_seeds_skip_every_seed_the_search_used():
 
 
 def test_a_config_with_a_failed_seed_ranks_below_complete_ones():
-    config = validate_config(quick_config("m", search={"space": {"learning_rate": {"loguniform": [1e-5, 1e-2]}}},
-                                          confirm={"top_k": 2, "seeds": 2}))
+    config = validate_config(
+        quick_config(
+            "m", search={"space": {"learning_rate": {"loguniform": [1e-5, 1e-2]}}}, confirm={"top_k": 2, "seeds": 2}
+        )
+    )
     candidates = top_candidates([row("a", 1, 0.9, learning_rate=1e-3), row("b", 1, 0.8, learning_rate=1e-4)], config)
     events = [
         {"event": "started", "trial_id": "x1", "config": {"candidate": 0, "seed": 43, "learning_rate": 1e-3}},
         {"event": "started", "trial_id": "x2", "config": {"candidate": 0, "seed": 44, "learning_rate": 1e-3}},
         {"event": "started", "trial_id": "y1", "config": {"candidate": 1, "seed": 43, "learning_rate": 1e-4}},
         {"event": "started", "trial_id": "y2", "config": {"candidate": 1, "seed": 44, "learning_rate": 1e-4}},
-        {"event": "finished", "trial_id": "x1"}, {"event": "failed", "trial_id": "x2", "error": "diverged"},
-        {"event": "finished", "trial_id": "y1"}, {"event": "finished", "trial_id": "y2"},
+        {"event": "finished", "trial_id": "x1"},
+        {"event": "failed", "trial_id": "x2", "error": "diverged"},
+        {"event": "finished", "trial_id": "y1"},
+        {"event": "finished", "trial_id": "y2"},
     ]
     confirm_rows = [row("x1", 1, 0.95), row("x2", 1, 0.5), row("y1", 1, 0.7), row("y2", 1, 0.72)]
     document, best = confirm_results(config, candidates, [43, 44], [], confirm_rows, events)

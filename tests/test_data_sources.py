@@ -10,15 +10,39 @@ import pyarrow.parquet as pq
 import pytest
 
 from raytune_ft.config import ConfigError, validate_config
-from raytune_ft.data import load_raw_dataset, prepare_tokenized_data
+from raytune_ft.data.raw import load_raw_dataset
+from raytune_ft.data.tokenized import prepare_tokenized_data
 
 # ---------------------------------------------------------------------------------------
 # The original GLUE download: a header (or none), then tab-separated rows, CRLF endings.
 
-MNLI_TRAIN_HEADER = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
-                     "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "gold_label"]
+MNLI_TRAIN_HEADER = [
+    "index",
+    "promptID",
+    "pairID",
+    "genre",
+    "sentence1_binary_parse",
+    "sentence2_binary_parse",
+    "sentence1_parse",
+    "sentence2_parse",
+    "sentence1",
+    "sentence2",
+    "label1",
+    "gold_label",
+]
 MNLI_DEV_HEADER = MNLI_TRAIN_HEADER[:-1] + ["label2", "label3", "label4", "label5", "gold_label"]
-STSB_HEADER = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"]
+STSB_HEADER = [
+    "index",
+    "genre",
+    "filename",
+    "year",
+    "old_index",
+    "source1",
+    "source2",
+    "sentence1",
+    "sentence2",
+    "score",
+]
 
 
 def mnli_row(index, premise, hypothesis, label, dev=False):
@@ -29,74 +53,262 @@ def mnli_row(index, premise, hypothesis, label, dev=False):
 
 GLUE_LAYOUTS = {
     # task: (folder, {file: (header or None, rows)}, what the first train row must load as)
-    "cola": ("CoLA", {
-        "train.tsv": (None, [["gj04", "1", "", "Our friends won't buy this analysis, let alone the next one we propose."],
-                             ["gj04", "0", "*", "They drank the pub."]]),
-        "dev.tsv": (None, [["bc01", "1", "", "The sailors rode the breeze clear of the rocks."]]),
-    }, {"sentence": "Our friends won't buy this analysis, let alone the next one we propose.", "label": 1}),
-    "stsb": ("STS-B", {
-        "train.tsv": (STSB_HEADER,
-                      [["0", "main-captions", "MSRvid", "2012test", "0001", "none", "none", "A plane is taking off.",
-                        "An air plane is taking off.", "5.000"],
-                       ["1", "main-captions", "MSRvid", "2012test", "0004", "none", "none", "A man is playing a flute.",
-                        "A man is playing a bamboo flute.", "3.800"]]),
-        "dev.tsv": (STSB_HEADER,
-                    [["0", "main-captions", "MSRvid", "2012test", "0000", "none", "none", "A man with a hard hat is dancing.",
-                      "A man wearing a hard hat is dancing.", "5.000"]]),
-    }, {"sentence1": "A plane is taking off.", "sentence2": "An air plane is taking off.", "label": 5.0}),
-    "qqp": ("QQP", {
-        "train.tsv": (["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
-                      [["133273", "213221", "213222", 'How is the life of a math student? Could you describe your own "experiences"?',
-                        "Which level of prepration is enough for the exam jlpt5?", "0"],
-                       ["402555", "536040", "536041", "How do I control my horny emotions?", "How do you control your horniness?", "1"]]),
-        "dev.tsv": (["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
-                    [["201359", "303345", "303346", "Why are African-Americans so beautiful?",
-                      "Why are hispanics so beautiful?", "0"]]),
-    }, {"question1": 'How is the life of a math student? Could you describe your own "experiences"?',
-        "question2": "Which level of prepration is enough for the exam jlpt5?", "label": 0}),
-    "mnli": ("MNLI", {
-        "train.tsv": (MNLI_TRAIN_HEADER, [mnli_row(0, "Conceptually cream skimming has two basic dimensions.",
-                                                   "Product and geography are what make cream skimming work. ", "neutral"),
-                                          mnli_row(1, "you know during the season", "You lose the things.", "entailment")]),
-        "dev_matched.tsv": (MNLI_DEV_HEADER, [mnli_row(0, "The new rights are nice enough", "Everyone really likes them.",
-                                                       "neutral", dev=True)]),
-        "dev_mismatched.tsv": (MNLI_DEV_HEADER, [mnli_row(0, "Your contribution helped make it possible.",
-                                                          "Your contributions were of no help.", "contradiction", dev=True),
-                                                 mnli_row(1, "It was the first time.", "It happened before.", "contradiction",
-                                                          dev=True)]),
-    }, {"premise": "Conceptually cream skimming has two basic dimensions.",
-        "hypothesis": "Product and geography are what make cream skimming work. ", "label": 1}),
-    "qnli": ("QNLI", {
-        "train.tsv": (["index", "question", "sentence", "label"],
-                      [["0", "When did the third Digimon series begin?",
-                        "Unlike the two seasons before it, the third season is darker.", "not_entailment"],
-                       ["1", "Which missile batteries often have individual launchers?",
-                        "When MANPADS is operated by specialists, batteries may have several dozen teams.", "entailment"]]),
-        "dev.tsv": (["index", "question", "sentence", "label"],
-                    [["0", "What came into force after the new constitution?", "As of that day, the new constitution entered into force.",
-                      "entailment"]]),
-    }, {"question": "When did the third Digimon series begin?",
-        "sentence": "Unlike the two seasons before it, the third season is darker.", "label": 1}),
-    "rte": ("RTE", {
-        "train.tsv": (["index", "sentence1", "sentence2", "label"],
-                      [["0", "No Weapons of Mass Destruction Found in Iraq Yet.", "Weapons of Mass Destruction Found in Iraq.",
-                        "not_entailment"],
-                       ["1", "A place of sorrow, after Pope John Paul II died.", "Pope Benedict XVI is the new leader.", "entailment"]]),
-        "dev.tsv": (["index", "sentence1", "sentence2", "label"],
-                    [["0", "Dana Reeve, the widow of the actor, died at 44.", "Christopher Reeve had an accident.",
-                      "not_entailment"]]),
-    }, {"sentence1": "No Weapons of Mass Destruction Found in Iraq Yet.",
-        "sentence2": "Weapons of Mass Destruction Found in Iraq.", "label": 1}),
-    "wnli": ("WNLI", {  # WNLI's files hold ids (1 = entailment), not names
-        "train.tsv": (["index", "sentence1", "sentence2", "label"],
-                      [["0", "I stuck a pin through a carrot. When I pulled the pin out, it had a hole.",
-                        "The carrot had a hole.", "1"],
-                       ["1", "John couldn't see the stage with Billy in front of him because he is so short.",
-                        "John is so short.", "0"]]),
-        "dev.tsv": (["index", "sentence1", "sentence2", "label"],
-                    [["0", "The drain is clogged with hair. It has to be cleaned.", "The hair has to be cleaned.", "0"]]),
-    }, {"sentence1": "I stuck a pin through a carrot. When I pulled the pin out, it had a hole.",
-        "sentence2": "The carrot had a hole.", "label": 1}),
+    "cola": (
+        "CoLA",
+        {
+            "train.tsv": (
+                None,
+                [
+                    ["gj04", "1", "", "Our friends won't buy this analysis, let alone the next one we propose."],
+                    ["gj04", "0", "*", "They drank the pub."],
+                ],
+            ),
+            "dev.tsv": (None, [["bc01", "1", "", "The sailors rode the breeze clear of the rocks."]]),
+        },
+        {"sentence": "Our friends won't buy this analysis, let alone the next one we propose.", "label": 1},
+    ),
+    "stsb": (
+        "STS-B",
+        {
+            "train.tsv": (
+                STSB_HEADER,
+                [
+                    [
+                        "0",
+                        "main-captions",
+                        "MSRvid",
+                        "2012test",
+                        "0001",
+                        "none",
+                        "none",
+                        "A plane is taking off.",
+                        "An air plane is taking off.",
+                        "5.000",
+                    ],
+                    [
+                        "1",
+                        "main-captions",
+                        "MSRvid",
+                        "2012test",
+                        "0004",
+                        "none",
+                        "none",
+                        "A man is playing a flute.",
+                        "A man is playing a bamboo flute.",
+                        "3.800",
+                    ],
+                ],
+            ),
+            "dev.tsv": (
+                STSB_HEADER,
+                [
+                    [
+                        "0",
+                        "main-captions",
+                        "MSRvid",
+                        "2012test",
+                        "0000",
+                        "none",
+                        "none",
+                        "A man with a hard hat is dancing.",
+                        "A man wearing a hard hat is dancing.",
+                        "5.000",
+                    ]
+                ],
+            ),
+        },
+        {"sentence1": "A plane is taking off.", "sentence2": "An air plane is taking off.", "label": 5.0},
+    ),
+    "qqp": (
+        "QQP",
+        {
+            "train.tsv": (
+                ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+                [
+                    [
+                        "133273",
+                        "213221",
+                        "213222",
+                        'How is the life of a math student? Could you describe your own "experiences"?',
+                        "Which level of prepration is enough for the exam jlpt5?",
+                        "0",
+                    ],
+                    [
+                        "402555",
+                        "536040",
+                        "536041",
+                        "How do I control my horny emotions?",
+                        "How do you control your horniness?",
+                        "1",
+                    ],
+                ],
+            ),
+            "dev.tsv": (
+                ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+                [
+                    [
+                        "201359",
+                        "303345",
+                        "303346",
+                        "Why are African-Americans so beautiful?",
+                        "Why are hispanics so beautiful?",
+                        "0",
+                    ]
+                ],
+            ),
+        },
+        {
+            "question1": 'How is the life of a math student? Could you describe your own "experiences"?',
+            "question2": "Which level of prepration is enough for the exam jlpt5?",
+            "label": 0,
+        },
+    ),
+    "mnli": (
+        "MNLI",
+        {
+            "train.tsv": (
+                MNLI_TRAIN_HEADER,
+                [
+                    mnli_row(
+                        0,
+                        "Conceptually cream skimming has two basic dimensions.",
+                        "Product and geography are what make cream skimming work. ",
+                        "neutral",
+                    ),
+                    mnli_row(1, "you know during the season", "You lose the things.", "entailment"),
+                ],
+            ),
+            "dev_matched.tsv": (
+                MNLI_DEV_HEADER,
+                [mnli_row(0, "The new rights are nice enough", "Everyone really likes them.", "neutral", dev=True)],
+            ),
+            "dev_mismatched.tsv": (
+                MNLI_DEV_HEADER,
+                [
+                    mnli_row(
+                        0,
+                        "Your contribution helped make it possible.",
+                        "Your contributions were of no help.",
+                        "contradiction",
+                        dev=True,
+                    ),
+                    mnli_row(1, "It was the first time.", "It happened before.", "contradiction", dev=True),
+                ],
+            ),
+        },
+        {
+            "premise": "Conceptually cream skimming has two basic dimensions.",
+            "hypothesis": "Product and geography are what make cream skimming work. ",
+            "label": 1,
+        },
+    ),
+    "qnli": (
+        "QNLI",
+        {
+            "train.tsv": (
+                ["index", "question", "sentence", "label"],
+                [
+                    [
+                        "0",
+                        "When did the third Digimon series begin?",
+                        "Unlike the two seasons before it, the third season is darker.",
+                        "not_entailment",
+                    ],
+                    [
+                        "1",
+                        "Which missile batteries often have individual launchers?",
+                        "When MANPADS is operated by specialists, batteries may have several dozen teams.",
+                        "entailment",
+                    ],
+                ],
+            ),
+            "dev.tsv": (
+                ["index", "question", "sentence", "label"],
+                [
+                    [
+                        "0",
+                        "What came into force after the new constitution?",
+                        "As of that day, the new constitution entered into force.",
+                        "entailment",
+                    ]
+                ],
+            ),
+        },
+        {
+            "question": "When did the third Digimon series begin?",
+            "sentence": "Unlike the two seasons before it, the third season is darker.",
+            "label": 1,
+        },
+    ),
+    "rte": (
+        "RTE",
+        {
+            "train.tsv": (
+                ["index", "sentence1", "sentence2", "label"],
+                [
+                    [
+                        "0",
+                        "No Weapons of Mass Destruction Found in Iraq Yet.",
+                        "Weapons of Mass Destruction Found in Iraq.",
+                        "not_entailment",
+                    ],
+                    [
+                        "1",
+                        "A place of sorrow, after Pope John Paul II died.",
+                        "Pope Benedict XVI is the new leader.",
+                        "entailment",
+                    ],
+                ],
+            ),
+            "dev.tsv": (
+                ["index", "sentence1", "sentence2", "label"],
+                [
+                    [
+                        "0",
+                        "Dana Reeve, the widow of the actor, died at 44.",
+                        "Christopher Reeve had an accident.",
+                        "not_entailment",
+                    ]
+                ],
+            ),
+        },
+        {
+            "sentence1": "No Weapons of Mass Destruction Found in Iraq Yet.",
+            "sentence2": "Weapons of Mass Destruction Found in Iraq.",
+            "label": 1,
+        },
+    ),
+    "wnli": (
+        "WNLI",
+        {  # WNLI's files hold ids (1 = entailment), not names
+            "train.tsv": (
+                ["index", "sentence1", "sentence2", "label"],
+                [
+                    [
+                        "0",
+                        "I stuck a pin through a carrot. When I pulled the pin out, it had a hole.",
+                        "The carrot had a hole.",
+                        "1",
+                    ],
+                    [
+                        "1",
+                        "John couldn't see the stage with Billy in front of him because he is so short.",
+                        "John is so short.",
+                        "0",
+                    ],
+                ],
+            ),
+            "dev.tsv": (
+                ["index", "sentence1", "sentence2", "label"],
+                [["0", "The drain is clogged with hair. It has to be cleaned.", "The hair has to be cleaned.", "0"]],
+            ),
+        },
+        {
+            "sentence1": "I stuck a pin through a carrot. When I pulled the pin out, it had a hole.",
+            "sentence2": "The carrot had a hole.",
+            "label": 1,
+        },
+    ),
 }
 
 
@@ -240,9 +452,13 @@ def test_integer_labels_sort_as_numbers(tmp_path):
     assert config.data.label_names == ["1", "2", "10"]
     assert raw["train"]["label"] == [2, 1, 0, 1]
     # Numbers that are names are never read as ids: 0 is no label here, not the first one.
-    config = validate_config(custom_files(tmp_path, ".jsonl", train=rows, validation=[{"text": "x", "stars": 0}],
-                                          label_column="stars"))
-    with pytest.raises(ConfigError, match=r"dev.jsonl:1: label 0 is not one of task custom's labels: 1 \(id 0\), 2 \(id 1\), 10 \(id 2\)"):
+    config = validate_config(
+        custom_files(tmp_path, ".jsonl", train=rows, validation=[{"text": "x", "stars": 0}], label_column="stars")
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"dev.jsonl:1: label 0 is not one of task custom's labels: 1 \(id 0\), 2 \(id 1\), 10 \(id 2\)",
+    ):
         load_raw_dataset(config)
 
 
@@ -263,18 +479,34 @@ def test_f1_is_refused_once_the_data_shows_three_labels(tmp_path):
 
 def test_custom_regression_and_sentence_pairs(tmp_path):
     rows = [{"a": "A man plays.", "b": "Someone plays.", "score": s} for s in (4.5, 1, "2.25")]
-    raw = load(custom_files(tmp_path, ".csv", train=rows, validation=rows, text_columns=["a", "b"],
-                            label_column="score", regression=True))
+    raw = load(
+        custom_files(
+            tmp_path,
+            ".csv",
+            train=rows,
+            validation=rows,
+            text_columns=["a", "b"],
+            label_column="score",
+            regression=True,
+        )
+    )
     assert raw["train"].column_names == ["a", "b", "label"]
     assert raw["train"]["label"] == pytest.approx([4.5, 1.0, 2.25])
 
 
 def test_a_glue_task_from_files_with_its_own_column_names(tmp_path):
     rows = [{"q": "Is it?", "s": "It is.", "y": "entailment"}, {"q": "Was it?", "s": "No.", "y": "not_entailment"}]
-    raw = load({"task": "qnli", "data": {
-        "train_file": str(write_rows(tmp_path / "train.csv", rows)),
-        "validation_file": str(write_rows(tmp_path / "dev.csv", rows)),
-        "text_columns": ["q", "s"], "label_column": "y"}})
+    raw = load(
+        {
+            "task": "qnli",
+            "data": {
+                "train_file": str(write_rows(tmp_path / "train.csv", rows)),
+                "validation_file": str(write_rows(tmp_path / "dev.csv", rows)),
+                "text_columns": ["q", "s"],
+                "label_column": "y",
+            },
+        }
+    )
     assert raw["train"].column_names == ["question", "sentence", "label"]
     assert raw["train"]["label"] == [0, 1]
 
@@ -284,8 +516,17 @@ def test_mnli_from_files_needs_its_mismatched_dev_set(tmp_path):
     files = {split: str(write_rows(tmp_path / f"{split}.jsonl", rows)) for split in ("train", "dev", "dev_mm", "test")}
     with pytest.raises(ConfigError, match="data.validation_mismatched_file: missing"):
         validate_config({"task": "mnli", "data": {"train_file": files["train"], "validation_file": files["dev"]}})
-    raw = load({"task": "mnli", "data": {"train_file": files["train"], "validation_file": files["dev"],
-                                         "validation_mismatched_file": files["dev_mm"], "test_file": files["test"]}})
+    raw = load(
+        {
+            "task": "mnli",
+            "data": {
+                "train_file": files["train"],
+                "validation_file": files["dev"],
+                "validation_mismatched_file": files["dev_mm"],
+                "test_file": files["test"],
+            },
+        }
+    )
     assert list(raw) == ["train", "validation", "validation_mismatched", "test"]
 
 
@@ -305,9 +546,17 @@ def test_files_and_a_local_path_together_are_refused(tmp_path):
 
 def test_files_replace_the_hub_default_of_a_shipped_config(tmp_path):
     rows = [{"sentence": "good", "label": 1}, {"sentence": "bad", "label": 0}]
-    raw = load({"task": "sst2", "data": {"path": "nyu-mll/glue", "subset": "sst2",
-                                         "train_file": str(write_rows(tmp_path / "t.parquet", rows)),
-                                         "validation_file": str(write_rows(tmp_path / "v.parquet", rows))}})
+    raw = load(
+        {
+            "task": "sst2",
+            "data": {
+                "path": "nyu-mll/glue",
+                "subset": "sst2",
+                "train_file": str(write_rows(tmp_path / "t.parquet", rows)),
+                "validation_file": str(write_rows(tmp_path / "v.parquet", rows)),
+            },
+        }
+    )
     assert raw["validation"]["label"] == [1, 0]
 
 

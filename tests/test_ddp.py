@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
+from conftest import quick_config, search_in_process
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-from conftest import quick_config, search_in_process
 from raytune_ft.config import validate_config
-from raytune_ft.data import load_tokenized, prepare_tokenized_data
+from raytune_ft.data.tokenized import load_tokenized, prepare_tokenized_data
+
+# A 2-worker Ray Train search.
+pytestmark = pytest.mark.slow
 
 
 def test_two_workers_split_the_data_and_report_what_one_process_measures(tiny_bert_dir, tmp_path):
@@ -36,7 +40,9 @@ def test_two_workers_split_the_data_and_report_what_one_process_measures(tiny_be
     model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
     data_path, _ = prepare_tokenized_data(validate_config(raw))
     validation = load_tokenized(data_path)["validation"]
-    loader = DataLoader(validation, batch_size=8, collate_fn=DataCollatorWithPadding(AutoTokenizer.from_pretrained(checkpoint)))
+    loader = DataLoader(
+        validation, batch_size=8, collate_fn=DataCollatorWithPadding(AutoTokenizer.from_pretrained(checkpoint))
+    )
     correct, losses = 0, []
     with torch.no_grad():
         for batch in loader:

@@ -9,14 +9,14 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import quick_config, search_in_process
+
 from raytune_ft.cli import EXIT_RUN_FAILED
 from raytune_ft.config import validate_config
-from raytune_ft.data import prepare_tokenized_data
-from raytune_ft.divergence import DivergenceGuard, TrainingDiverged
-from raytune_ft.reporting import EpochReporter
-from raytune_ft.training import training_function
+from raytune_ft.data.tokenized import prepare_tokenized_data
+from raytune_ft.training.divergence import DivergenceGuard, TrainingDiverged
+from raytune_ft.training.loop import training_function
+from raytune_ft.training.reporters import EpochReporter
 
 
 class Ignore(EpochReporter):
@@ -53,13 +53,17 @@ DIVERGING_LR = 9.0
 
 
 def test_the_loop_with_too_high_a_learning_rate_diverges(tiny_bert_dir):
-    config = validate_config(quick_config(tiny_bert_dir, train={"learning_rate": DIVERGING_LR, "batch_size": 4},
-                                          output={"keep_checkpoints": False}))
+    config = validate_config(
+        quick_config(
+            tiny_bert_dir, train={"learning_rate": DIVERGING_LR, "batch_size": 4}, output={"keep_checkpoints": False}
+        )
+    )
     data_path, _ = prepare_tokenized_data(config)
     with pytest.raises(TrainingDiverged, match=f"learning_rate={DIVERGING_LR:g}"):
         training_function({"config": config.model_dump(), "data": str(data_path), "progress_bar": False}, Ignore())
 
 
+@pytest.mark.slow
 def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(tiny_bert_dir, tmp_path):
     raw = quick_config(
         tiny_bert_dir,
@@ -67,7 +71,9 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(tiny_ber
         search={
             "space": {"learning_rate": {"loguniform": [1e-4, DIVERGING_LR]}},
             "points_to_evaluate": [{"learning_rate": DIVERGING_LR}, {"learning_rate": 1e-3}],
-            "num_samples": 2, "scheduler": "fifo", "metric": "accuracy",
+            "num_samples": 2,
+            "scheduler": "fifo",
+            "metric": "accuracy",
         },
         output={"dir": str(tmp_path / "runs"), "name": "diverge", "keep_checkpoints": False},
     )
@@ -82,15 +88,24 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(tiny_ber
     assert by_lr[DIVERGING_LR]["event"] == "failed" and "diverged" in json.dumps(by_lr[DIVERGING_LR])
     # Tune starts a failed trial again (resources.max_failures: a dead process looks the same),
     # but the second attempt failed at once with the first one's reason instead of diverging again.
-    assert [e["event"] for e in events if lr_of.get(e["trial_id"]) == DIVERGING_LR] == ["started", "restarted", "failed"]
+    assert [e["event"] for e in events if lr_of.get(e["trial_id"]) == DIVERGING_LR] == [
+        "started",
+        "restarted",
+        "failed",
+    ]
     error_file = next((run_dir / "tune").glob(f"run_trial_{by_lr[DIVERGING_LR]['trial_id']}_*/error.txt")).read_text()
-    reasons = [line for line in error_file.splitlines() if line.startswith("raytune_ft.divergence.TrainingDiverged: training loss")]
+    reasons = [
+        line
+        for line in error_file.splitlines()
+        if line.startswith("raytune_ft.training.divergence.TrainingDiverged: training loss")
+    ]
     assert len(reasons) == 2 and reasons[1] == reasons[0] + " (in an earlier attempt; not trained again)", reasons
     assert by_lr[1e-3]["event"] == "finished"
     best = json.loads((run_dir / "best.json").read_text())
     assert best["config"]["learning_rate"] == 1e-3
 
 
+@pytest.mark.slow
 def test_two_workers_of_a_diverging_trial_stop_together(tiny_bert_dir, tmp_path):
     """Each DDP rank checks the mean loss over both, so both stop at the same step. A rank that
     stopped alone would leave the other waiting in its gradient all-reduce: the search would hang,
@@ -104,11 +119,17 @@ def test_two_workers_of_a_diverging_trial_stop_together(tiny_bert_dir, tmp_path)
     )
     config_path = tmp_path / "diverge-ddp.yaml"
     config_path.write_text(yaml.safe_dump(raw))
-    done = subprocess.run([sys.executable, "-m", "raytune_ft.cli", "search", str(config_path), "--quiet"],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "raytune_ft.cli", "search", str(config_path), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == EXIT_RUN_FAILED, done.stdout + done.stderr  # its only trial failed
     assert "no trial reported a result" in done.stderr
 
-    events = [json.loads(line) for line in (tmp_path / "runs" / "diverge-ddp" / "trials.jsonl").read_text().splitlines()]
+    events = [
+        json.loads(line) for line in (tmp_path / "runs" / "diverge-ddp" / "trials.jsonl").read_text().splitlines()
+    ]
     (ended,) = [e for e in events if e["event"] != "started"]
     assert ended["event"] == "failed" and "TrainingDiverged: training loss" in ended["error"], ended

@@ -17,9 +17,12 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-
 from conftest import TRAINING_ACTOR, checkpoint_folders, quick_config
-from raytune_ft.results import read_epochs
+
+from raytune_ft.run_folder import read_epochs
+
+# Searches killed and resumed: half a minute each.
+pytestmark = pytest.mark.slow
 
 
 def _lines(path: Path) -> list[dict]:
@@ -29,8 +32,13 @@ def _lines(path: Path) -> list[dict]:
 def _start_search(args: list[str], log: Path) -> subprocess.Popen:
     # Its own session: killing it later takes its whole process tree, as a lost machine would.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "raytune_ft.cli", "search", *args],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "raytune_ft.cli", "search", *args],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
 
 
 def _wait_for(condition, process: subprocess.Popen, log: Path, timeout: float = 240) -> None:
@@ -41,14 +49,25 @@ def _wait_for(condition, process: subprocess.Popen, log: Path, timeout: float = 
         time.sleep(0.2)
 
 
-def _config(tmp_path: Path, model_dir: Path, name: str, num_samples: int, num_epochs: int, ray_train: str = "auto",
-            batch_size: int = 8) -> Path:
+def _config(
+    tmp_path: Path,
+    model_dir: Path,
+    name: str,
+    num_samples: int,
+    num_epochs: int,
+    ray_train: str = "auto",
+    batch_size: int = 8,
+) -> Path:
     raw = quick_config(
         model_dir,
         data={"max_train_samples": 256},
         train={"num_epochs": num_epochs, "batch_size": batch_size},
-        search={"space": {"learning_rate": {"loguniform": [1e-4, 3e-3]}}, "num_samples": num_samples,
-                "scheduler": "fifo", "metric": "accuracy"},
+        search={
+            "space": {"learning_rate": {"loguniform": [1e-4, 3e-3]}},
+            "num_samples": num_samples,
+            "scheduler": "fifo",
+            "metric": "accuracy",
+        },
         resources={"max_concurrent_trials": 1, "ray_train": ray_train},
         output={"dir": str(tmp_path / "runs"), "name": name},
         tracking={"tensorboard": False},
@@ -65,8 +84,11 @@ def test_a_killed_training_process_restarts_from_the_latest_checkpoint(tiny_bert
     search = _start_search([str(config_path), "--quiet"], log)
     try:
         _wait_for(lambda: len(_lines(run_dir / "epochs.jsonl")) >= 1, search, log)
-        workers = [p for p in psutil.Process(search.pid).children(recursive=True)
-                   if TRAINING_ACTOR[ray_train] in " ".join(p.cmdline())]
+        workers = [
+            p
+            for p in psutil.Process(search.pid).children(recursive=True)
+            if TRAINING_ACTOR[ray_train] in " ".join(p.cmdline())
+        ]
         assert len(workers) == 1, [p.cmdline() for p in psutil.Process(search.pid).children(recursive=True)]
         workers[0].kill()
         assert search.wait(timeout=300) == 0, log.read_text()[-3000:]
@@ -143,9 +165,20 @@ def test_a_killed_pbt_search_resumes_from_its_trials_checkpoints(tiny_bert_dir, 
     """PBT's one-worker trials train in their own process and hand their checkpoints to Tune,
     which a resumed search restarts them from."""
     epochs = 6
-    raw = yaml.safe_load(_config(tmp_path, tiny_bert_dir, "pbt", num_samples=2, num_epochs=epochs, batch_size=2).read_text())
-    raw["search"].update({"scheduler": "pbt", "algorithm": "random", "metric": "loss", "mode": "min",
-                          "perturbation_interval": 1, "quantile_fraction": 0.5, "seed": 0})
+    raw = yaml.safe_load(
+        _config(tmp_path, tiny_bert_dir, "pbt", num_samples=2, num_epochs=epochs, batch_size=2).read_text()
+    )
+    raw["search"].update(
+        {
+            "scheduler": "pbt",
+            "algorithm": "random",
+            "metric": "loss",
+            "mode": "min",
+            "perturbation_interval": 1,
+            "quantile_fraction": 0.5,
+            "seed": 0,
+        }
+    )
     raw["resources"]["max_concurrent_trials"] = 2
     config_path = tmp_path / "pbt-search.yaml"
     config_path.write_text(yaml.safe_dump(raw))
@@ -179,8 +212,10 @@ def test_a_killed_pbt_search_resumes_from_its_trials_checkpoints(tiny_bert_dir, 
     for trial_id in cut_at:
         # The resumed search went on from a checkpoint of the trial (the latest Tune had recorded:
         # its state is saved every 2 s, and these epochs take about that), not from scratch.
-        after = sorted((row for row in rows if row["trial_id"] == trial_id and row["reported_at"] > resumed_at),
-                       key=lambda row: row["reported_at"])
+        after = sorted(
+            (row for row in rows if row["trial_id"] == trial_id and row["reported_at"] > resumed_at),
+            key=lambda row: row["reported_at"],
+        )
         assert after and after[0].get("resumed_from_epoch", 0) >= 1, after[:1]
         assert after[0]["epoch"] > 1 and 1 not in [row["epoch"] for row in after]
         assert max(row["epoch"] for row in after) == epochs

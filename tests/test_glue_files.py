@@ -1,7 +1,7 @@
 """Reading the real GLUE TSV files of ../shared/data/glue, messy as they are."""
 
 from raytune_ft.config import validate_config
-from raytune_ft.data import load_raw_dataset
+from raytune_ft.data.raw import load_raw_dataset
 
 
 def load(task, folder, glue_dir):
@@ -44,7 +44,10 @@ def test_glue_dir_environment_variable_replaces_the_hub(glue_dir, monkeypatch):
 
 
 def test_max_samples_take_a_reproducible_subset(glue_dir):
-    config = {"task": "mrpc", "data": {"path": str(glue_dir / "MRPC"), "max_train_samples": 100, "max_eval_samples": 50}}
+    config = {
+        "task": "mrpc",
+        "data": {"path": str(glue_dir / "MRPC"), "max_train_samples": 100, "max_eval_samples": 50},
+    }
     first = load_raw_dataset(validate_config(config))
     second = load_raw_dataset(validate_config(config))
     assert (len(first["train"]), len(first["validation"])) == (100, 50)

@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from raytune_ft.cli import main
 from raytune_ft.config import ConfigError, validate_config
-from raytune_ft.data import load_raw_dataset
+from raytune_ft.data.raw import load_raw_dataset
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +25,15 @@ def tested(confirmed_search):
     return result, run_dir, raw, json.loads((run_dir / "test.json").read_text())
 
 
+@pytest.mark.slow
 def test_the_confirmed_winner_is_evaluated_on_the_test_split(tested):
     _, run_dir, raw, test = tested
     best = json.loads((run_dir / "best.json").read_text())
-    assert (test["trial_id"], test["checkpoint"], test["epoch"]) == (best["trial_id"], best["checkpoint"], best["metrics"]["epoch"])
+    assert (test["trial_id"], test["checkpoint"], test["epoch"]) == (
+        best["trial_id"],
+        best["checkpoint"],
+        best["metrics"]["epoch"],
+    )
     assert test["examples"] == 48 and test["file"] == raw["data"]["test_file"]
     assert set(test["metrics"]) == {"test_accuracy", "test_f1", "test_loss"}
     # Apart from the dev metrics that chose it, which stay as they were.
@@ -37,14 +42,21 @@ def test_the_confirmed_winner_is_evaluated_on_the_test_split(tested):
     assert test["confirmed"]["mean"] == best["confirmed"]["mean"]
 
 
+@pytest.mark.slow
 def test_test_metrics_are_what_the_winners_model_scores_on_the_test_file(tested):
     """Recomputed here without raytune-ft: the checkpoint, the tokenizer, the rows of the file."""
     _, _, raw, test = tested
     rows = [json.loads(line) for line in Path(raw["data"]["test_file"]).read_text().splitlines()]
     tokenizer = AutoTokenizer.from_pretrained(test["checkpoint"])
     model = AutoModelForSequenceClassification.from_pretrained(test["checkpoint"]).eval()
-    batch = tokenizer([r["sentence1"] for r in rows], [r["sentence2"] for r in rows], truncation=True,
-                      max_length=raw["data"]["max_length"], padding=True, return_tensors="pt")
+    batch = tokenizer(
+        [r["sentence1"] for r in rows],
+        [r["sentence2"] for r in rows],
+        truncation=True,
+        max_length=raw["data"]["max_length"],
+        padding=True,
+        return_tensors="pt",
+    )
     labels = torch.tensor([r["label"] for r in rows])
     with torch.no_grad():
         logits = model(**batch).logits
@@ -53,6 +65,7 @@ def test_test_metrics_are_what_the_winners_model_scores_on_the_test_file(tested)
     assert test["metrics"]["test_loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-3)
 
 
+@pytest.mark.slow
 def test_search_and_report_show_the_test_result_on_its_own_line(tested):
     result, run_dir, _, test = tested
     line = f"test (chosen on dev by eval_loss, reported on test, evaluated once): test_accuracy={test['metrics']['test_accuracy']:.4f}"
@@ -67,16 +80,24 @@ def test_evaluate_needs_a_test_file_and_checkpoints():
     with pytest.raises(ConfigError, match="test.evaluate: needs a labelled test split; give it with data.test_file"):
         validate_config(quick_config("m", test={"evaluate": True}))
     raw = quick_config("m", test={"evaluate": True}, output={"keep_checkpoints": False})
-    raw["data"] = {"train_file": "t.jsonl", "validation_file": "d.jsonl", "test_file": "x.jsonl",
-                   "text_columns": ["sentence1", "sentence2"]}
+    raw["data"] = {
+        "train_file": "t.jsonl",
+        "validation_file": "d.jsonl",
+        "test_file": "x.jsonl",
+        "text_columns": ["sentence1", "sentence2"],
+    }
     with pytest.raises(ConfigError, match="test.evaluate: the winner is evaluated from its checkpoint"):
         validate_config(raw)
 
 
 @pytest.mark.parametrize("labels", ["-1", "none"])
 def test_a_test_split_without_labels_is_refused_before_the_search(labels, tiny_bert_dir, tmp_path):
-    raw = files_config(tiny_bert_dir, tmp_path / "data", test={"evaluate": True},
-                       output={"dir": str(tmp_path / "runs"), "name": "unlabelled"})
+    raw = files_config(
+        tiny_bert_dir,
+        tmp_path / "data",
+        test={"evaluate": True},
+        output={"dir": str(tmp_path / "runs"), "name": "unlabelled"},
+    )
     test_file = Path(raw["data"]["test_file"])
     rows = [json.loads(line) for line in test_file.read_text().splitlines()]
     for item in rows:  # as in GLUE's own test files: -1 everywhere, or no label column at all

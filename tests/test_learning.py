@@ -1,11 +1,15 @@
 """The real pretrained MiniLM learns the quickstart's built-in data in one epoch."""
 
+import pytest
 from test_config import REPO_ROOT
 
 from raytune_ft.config import load_config
-from raytune_ft.data import prepare_tokenized_data
-from raytune_ft.reporting import EpochReporter
-from raytune_ft.training import training_function
+from raytune_ft.data.tokenized import prepare_tokenized_data
+from raytune_ft.training.loop import training_function
+from raytune_ft.training.reporters import EpochReporter
+
+# The real MiniLM trains for an epoch.
+pytestmark = pytest.mark.slow
 
 
 class LastEpoch(EpochReporter):

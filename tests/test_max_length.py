@@ -10,8 +10,9 @@ from conftest import quick_config, search_in_process
 from transformers import AutoTokenizer
 
 from raytune_ft.config import ConfigError, validate_config
-from raytune_ft.data import load_raw_dataset, load_tokenized, prepare_tokenized_lengths
-from raytune_ft.search import points_to_evaluate
+from raytune_ft.data.raw import load_raw_dataset
+from raytune_ft.data.tokenized import load_tokenized, prepare_tokenized_lengths
+from raytune_ft.tuning.tuner import points_to_evaluate
 
 
 def test_a_run_uses_train_max_length_and_else_data_max_length():
@@ -58,6 +59,7 @@ def test_the_data_is_tokenized_once_per_searched_value_as_the_tokenizer_truncate
     assert 1 in short["token_type_ids"] and short["input_ids"][-1] == tokenizer.sep_token_id
 
 
+@pytest.mark.slow
 def test_a_trial_with_a_smaller_max_length_trains_on_shorter_sequences(tiny_bert_dir, tmp_path):
     raw = quick_config(
         tiny_bert_dir,
@@ -65,7 +67,9 @@ def test_a_trial_with_a_smaller_max_length_trains_on_shorter_sequences(tiny_bert
         search={
             "space": {"max_length": {"choice": [16, 48]}},
             "points_to_evaluate": [{"max_length": 16}, {"max_length": 48}],
-            "num_samples": 2, "scheduler": "fifo", "metric": "accuracy",
+            "num_samples": 2,
+            "scheduler": "fifo",
+            "metric": "accuracy",
         },
         tracking={"tensorboard": False},
         output={"dir": str(tmp_path / "runs"), "name": "lengths", "keep_checkpoints": False},

@@ -2,7 +2,7 @@
 
 import pytest
 
-from raytune_ft.metrics import GlueMetric
+from raytune_ft.training.metrics import GlueMetric
 
 
 def test_mrpc_accuracy_and_f1_by_hand():

@@ -12,12 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from ray.util.state import list_actors, list_placement_groups
-
 from conftest import quick_config
-from raytune_ft.cli import main
-from raytune_ft.summary import summarize_run
+from ray.util.state import list_actors, list_placement_groups
 from ray_cluster import local_cluster
+
+from raytune_ft.cli import main
+from raytune_ft.report.summary import summarize_run
+
+# PBT searches (one through TorchTrainers): the slowest fixtures of the suite.
+pytestmark = pytest.mark.slow
 
 GOOD_LR, BAD_LR = 2e-5, 3e-3
 EPOCHS, INTERVAL = 3, 2
@@ -36,12 +39,17 @@ def pbt_search(request, tiny_bert_dir, tmp_path_factory):
             # one is the bottom half, and copies the small one.
             "space": {"learning_rate": {"loguniform": [1e-6, 3e-3]}},
             "points_to_evaluate": [{"learning_rate": GOOD_LR}, {"learning_rate": BAD_LR}],
-            "num_samples": 2, "scheduler": "pbt", "perturbation_interval": INTERVAL, "quantile_fraction": 0.5,
+            "num_samples": 2,
+            "scheduler": "pbt",
+            "perturbation_interval": INTERVAL,
+            "quantile_fraction": 0.5,
             # In step: PBT ranks the two at epoch 2 whichever started first. (Asynchronous, a
             # trial whose start-up lagged by a few one-second epochs was seen ranked only after
             # the other's last epoch, and cloned onto it with nothing left to train.)
             "synch": True,
-            "metric": "loss", "mode": "min", "seed": 0,
+            "metric": "loss",
+            "mode": "min",
+            "seed": 0,
         },
         resources={"max_concurrent_trials": 2, "ray_train": request.param},
         output={"dir": str(tmp_path / "runs"), "name": "pbt"},
@@ -51,8 +59,14 @@ def pbt_search(request, tiny_bert_dir, tmp_path_factory):
     config_path.write_text(yaml.safe_dump(raw))
     with local_cluster([{"head": 1}], cpus_per_node=2) as cluster:
         result = CliRunner().invoke(main, ["search", str(config_path), "--address", cluster.address])
-        workers = list_actors(address=cluster.dashboard_url, filters=[("state", "=", "ALIVE"), ("class_name", "=", "RayTrainWorker")], raise_on_missing_output=False)
-        groups = list_placement_groups(address=cluster.dashboard_url, filters=[("state", "=", "CREATED")], raise_on_missing_output=False)
+        workers = list_actors(
+            address=cluster.dashboard_url,
+            filters=[("state", "=", "ALIVE"), ("class_name", "=", "RayTrainWorker")],
+            raise_on_missing_output=False,
+        )
+        groups = list_placement_groups(
+            address=cluster.dashboard_url, filters=[("state", "=", "CREATED")], raise_on_missing_output=False
+        )
     run_dir = tmp_path / "runs" / "pbt"
     rows = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
     events = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
@@ -65,7 +79,11 @@ def test_a_weak_trial_restarts_from_a_strong_trials_checkpoint_with_a_perturbed_
     trial_ids = sorted({event["trial_id"] for event in events})
     assert len(trial_ids) == 2
     restarts = [event for event in events if event["event"] == "restarted"]
-    clones = [event for event in restarts if event["from_checkpoint"] and not _inside_trial(event["from_checkpoint"], event["trial_id"])]
+    clones = [
+        event
+        for event in restarts
+        if event["from_checkpoint"] and not _inside_trial(event["from_checkpoint"], event["trial_id"])
+    ]
     assert clones, f"no trial was restarted from another trial's checkpoint: {restarts}"
     clone = clones[0]
     donor = next(t for t in trial_ids if t != clone["trial_id"])
@@ -73,8 +91,13 @@ def test_a_weak_trial_restarts_from_a_strong_trials_checkpoint_with_a_perturbed_
 
     # The clone's next epoch continues the donor's: restored from the donor's epoch k, it
     # reports k + 1 with its new learning rate, and the schedule runs on from step k + 1.
-    after = [row for row in rows if row["trial_id"] == clone["trial_id"] and row.get("resumed_from_epoch") is not None
-             and row["reported_at"] >= clone["time"]]
+    after = [
+        row
+        for row in rows
+        if row["trial_id"] == clone["trial_id"]
+        and row.get("resumed_from_epoch") is not None
+        and row["reported_at"] >= clone["time"]
+    ]
     assert after, rows
     first = min(after, key=lambda row: row["reported_at"])
     new_lr = clone["config"]["learning_rate"]
@@ -118,7 +141,9 @@ def test_after_the_search_each_trial_keeps_one_checkpoint(pbt_search, request):
     train_runs = [path for path in (run_dir / "trials").glob("train-*/checkpoint_*") if path.is_dir()]
     tune_copies = [path for path in (run_dir / "tune").glob("*/checkpoint_*") if path.is_dir()]
     if request.node.callspec.params["pbt_search"] == "auto":  # one-worker trials train in their own process
-        assert not (run_dir / "trials").exists() or not list((run_dir / "trials").glob("train-*"))  # no TorchTrainer ran
+        assert not (run_dir / "trials").exists() or not list(
+            (run_dir / "trials").glob("train-*")
+        )  # no TorchTrainer ran
     else:
         assert not tune_copies
     for trial_id in {event["trial_id"] for event in events}:
@@ -142,7 +167,7 @@ def _inside_trial(path: str, trial_id: str) -> bool:
 def test_pruning_keeps_a_clones_best_checkpoint_from_before_it_was_cloned(tmp_path):
     """Seen in a run: a trial's best epoch (2, in its first Train run) was run again by the
     clone it became, without improving; its best checkpoint must survive the pruning."""
-    from raytune_ft.checkpoints import prune_ended_trials
+    from raytune_ft.tuning.checkpoints import prune_ended_trials
 
     first, clone = tmp_path / "trials" / "train-t1-aaaa", tmp_path / "trials" / "train-t1-bbbb"
     kept_by_train = {first / "checkpoint_e2", clone / "checkpoint_e3", clone / "checkpoint_e4"}
@@ -150,16 +175,30 @@ def test_pruning_keeps_a_clones_best_checkpoint_from_before_it_was_cloned(tmp_pa
     for folder in (*kept_by_train, copy):
         folder.mkdir(parents=True)
         (folder / "training_state.pt").write_text("state")
+
+    def row(epoch: int, loss: float, improved: bool, folder: Path) -> dict:
+        return {
+            "trial_id": "t1",
+            "epoch": epoch,
+            "eval_loss": loss,
+            "best_so_far": float(improved),
+            "checkpoint_path": str(folder / f"checkpoint_e{epoch}"),
+        }
+
     rows = [
-        {"trial_id": "t1", "epoch": 1, "eval_loss": 0.695, "best_so_far": 1.0, "checkpoint_path": str(first / "checkpoint_e1")},
-        {"trial_id": "t1", "epoch": 2, "eval_loss": 0.692, "best_so_far": 1.0, "checkpoint_path": str(first / "checkpoint_e2")},
+        row(1, 0.695, True, first),
+        row(2, 0.692, True, first),
         # The clone, from its donor's epoch 1 (whose best score it carries on): no improvement.
-        {"trial_id": "t1", "epoch": 2, "eval_loss": 0.6907, "best_so_far": 0.0, "checkpoint_path": str(clone / "checkpoint_e2")},
-        {"trial_id": "t1", "epoch": 3, "eval_loss": 0.6908, "best_so_far": 0.0, "checkpoint_path": str(clone / "checkpoint_e3")},
-        {"trial_id": "t1", "epoch": 4, "eval_loss": 0.6909, "best_so_far": 0.0, "checkpoint_path": str(clone / "checkpoint_e4")},
+        row(2, 0.6907, False, clone),
+        row(3, 0.6908, False, clone),
+        row(4, 0.6909, False, clone),
     ]
     (tmp_path / "epochs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    events = [{"event": "started", "trial_id": "t1"}, {"event": "restarted", "trial_id": "t1"}, {"event": "finished", "trial_id": "t1"}]
+    events = [
+        {"event": "started", "trial_id": "t1"},
+        {"event": "restarted", "trial_id": "t1"},
+        {"event": "finished", "trial_id": "t1"},
+    ]
     (tmp_path / "trials.jsonl").write_text("".join(json.dumps(event) + "\n" for event in events))
 
     prune_ended_trials(tmp_path, str(tmp_path), "loss", "min")

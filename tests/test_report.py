@@ -19,8 +19,8 @@ import yaml
 from click.testing import CliRunner
 
 from raytune_ft.cli import main
-from raytune_ft.report import summary_lines
-from raytune_ft.summary import summarize_run
+from raytune_ft.report.summary import summarize_run
+from raytune_ft.report.tables import summary_lines
 
 PLOTS = ("curves.png", "best_so_far.png", "hyperparameters.png")
 
@@ -141,7 +141,7 @@ def test_best_so_far_follows_the_reported_epochs_and_the_compute_spent(finished_
     points = summary.compute_curve()
     scores = [row["eval_accuracy"] for row in read_jsonl(run_dir / "epochs.jsonl")]
     assert [p["trial_epochs"] for p in points] == [1, 2, 3, 4]
-    assert [p["best"] for p in points] == [max(scores[:i + 1]) for i in range(4)]
+    assert [p["best"] for p in points] == [max(scores[: i + 1]) for i in range(4)]
     spent = [p["device_seconds"] for p in points]
     assert 0 < spent[0] and spent == sorted(spent) and spent[-1] <= summary.device_seconds + 1e-6
 

@@ -11,11 +11,14 @@ from collections import Counter
 import pytest
 import yaml
 from click.testing import CliRunner
-from ray.util.state import list_actors, list_placement_groups
-
 from conftest import TRAINING_ACTOR, quick_config
-from raytune_ft.cli import main
+from ray.util.state import list_actors, list_placement_groups
 from ray_cluster import local_cluster
+
+from raytune_ft.cli import main
+
+# ASHA searches, one through TorchTrainers.
+pytestmark = pytest.mark.slow
 
 
 class ClusterWatcher(threading.Thread):
@@ -30,9 +33,13 @@ class ClusterWatcher(threading.Thread):
         self.done = threading.Event()
 
     def alive(self) -> tuple[int, int]:
-        alive = list_actors(address=self.url, filters=[("state", "=", "ALIVE")], limit=10_000, raise_on_missing_output=False)
+        alive = list_actors(
+            address=self.url, filters=[("state", "=", "ALIVE")], limit=10_000, raise_on_missing_output=False
+        )
         workers = [actor for actor in alive if short_class_name(actor) == self.training_class]
-        groups = list_placement_groups(address=self.url, filters=[("state", "=", "CREATED")], raise_on_missing_output=False)
+        groups = list_placement_groups(
+            address=self.url, filters=[("state", "=", "CREATED")], raise_on_missing_output=False
+        )
         return len(workers), len(groups)
 
     def run(self):
@@ -67,8 +74,13 @@ def asha_search(tiny_bert_dir, tmp_path_factory, request):
             # seen them at each rung when the others get there, whatever order epochs end in.
             "space": {"learning_rate": {"loguniform": [1e-6, 3e-3]}},
             "points_to_evaluate": [{"learning_rate": lr} for lr in (2e-5, 4e-5, 1e-4, 2e-4)],
-            "num_samples": 4, "scheduler": "asha", "grace_period": 1, "reduction_factor": 2,
-            "metric": "accuracy", "mode": "max", "seed": 0,
+            "num_samples": 4,
+            "scheduler": "asha",
+            "grace_period": 1,
+            "reduction_factor": 2,
+            "metric": "accuracy",
+            "mode": "max",
+            "seed": 0,
         },
         resources={"ray_train": ray_train},
         output={"dir": str(tmp_path / "runs"), "name": "asha", "keep_checkpoints": False},
@@ -83,7 +95,10 @@ def asha_search(tiny_bert_dir, tmp_path_factory, request):
         watcher.join()
         after = watcher.alive()
         # Every actor the search started, finished ones included (Ray keeps their records).
-        actor_classes = Counter(short_class_name(a) for a in list_actors(address=cluster.dashboard_url, limit=10_000, raise_on_missing_output=False))
+        actor_classes = Counter(
+            short_class_name(a)
+            for a in list_actors(address=cluster.dashboard_url, limit=10_000, raise_on_missing_output=False)
+        )
     rows = [json.loads(line) for line in (tmp_path / "runs" / "asha" / "epochs.jsonl").read_text().splitlines()]
     return result, rows, watcher, after, actor_classes, ray_train
 
@@ -140,6 +155,10 @@ def test_trials_start_no_process_the_loop_would_not_use(asha_search):
         assert 1 <= actor_classes["ImplicitFunc"] < 4, actor_classes
     else:
         # A new trial driver for every trial: a stopped one may still be inside trainer.fit().
-        assert actor_classes["ImplicitFunc"] >= 4 and actor_classes["RayTrainWorker"] >= 4 and actor_classes["TrainController"] >= 4
+        assert (
+            actor_classes["ImplicitFunc"] >= 4
+            and actor_classes["RayTrainWorker"] >= 4
+            and actor_classes["TrainController"] >= 4
+        )
     assert actor_classes["PreemptionWatcher"] == 0, actor_classes
     assert actor_classes["DatasetManager"] == 0, actor_classes

@@ -3,13 +3,15 @@
 import json
 from pathlib import Path
 
+import pytest
 import ray
 import yaml
 from click.testing import CliRunner
+from conftest import checkpoint_folders, quick_config, search_in_process
 from transformers import AutoModelForSequenceClassification
 
-from conftest import checkpoint_folders, quick_config, search_in_process
 from raytune_ft.cli import main
+from raytune_ft.tuning.run_log import STARTUP_PHASES
 
 # `finished_search` (conftest.py) runs the search once per session; the report tests read it too.
 
@@ -32,8 +34,18 @@ def test_every_trial_reports_every_epoch(finished_search):
     assert len(trials) == 2
     assert sorted((row["trial_id"], row["epoch"]) for row in rows) == sorted((t, e) for t in trials for e in (1, 2))
     for row in rows:
-        for key in ("eval_accuracy", "eval_f1", "eval_loss", "train_loss", "learning_rate", "warmup_ratio",
-                    "train_samples_per_second", "epoch_seconds", "node_id", "device"):
+        for key in (
+            "eval_accuracy",
+            "eval_f1",
+            "eval_loss",
+            "train_loss",
+            "learning_rate",
+            "warmup_ratio",
+            "train_samples_per_second",
+            "epoch_seconds",
+            "node_id",
+            "device",
+        ):
             assert key in row, key
         assert row["examples_trained"] == 64 and row["examples_evaluated"] == 32
 
@@ -42,7 +54,7 @@ def test_each_trials_first_epoch_says_where_its_start_up_went(finished_search):
     _, run_dir, _ = finished_search
     events = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
     started = {e["trial_id"]: e["time"] for e in events if e["event"] == "started"}
-    phases = ["driver_started_at", "worker_started_at", "loop_started_at", "data_ready_at", "model_ready_at", "first_step_at"]
+    phases = list(STARTUP_PHASES)
     for row in read_rows(run_dir):
         if row["epoch"] == 1:
             times = [row[phase] for phase in phases]
@@ -66,7 +78,9 @@ def test_best_json_is_the_best_reported_epoch(finished_search):
     best = json.loads((run_dir / "best.json").read_text())
     top = max(row["eval_accuracy"] for row in rows)
     assert best["metrics"]["eval_accuracy"] == top
-    assert (best["trial_id"], best["metrics"]["epoch"]) in {(r["trial_id"], r["epoch"]) for r in rows if r["eval_accuracy"] == top}
+    assert (best["trial_id"], best["metrics"]["epoch"]) in {
+        (r["trial_id"], r["epoch"]) for r in rows if r["eval_accuracy"] == top
+    }
     assert set(best["config"]) == {"learning_rate", "warmup_ratio"}
     assert Path(best["checkpoint"], "model.safetensors").is_file()
 
@@ -81,7 +95,9 @@ def test_each_ended_trial_keeps_only_its_best_checkpoint(finished_search):
         # The optimizer state only a restart needs is gone once the trial has ended.
         assert sorted(p.name for p in kept[0].iterdir() if p.suffix == ".pt") == []
     state = json.loads((run_dir / "search.json").read_text())
-    on_disk = sum(p.stat().st_size for folder in run_dir.rglob("checkpoint_*") for p in folder.rglob("*") if p.is_file())
+    on_disk = sum(
+        p.stat().st_size for folder in run_dir.rglob("checkpoint_*") for p in folder.rglob("*") if p.is_file()
+    )
     assert state["checkpoint_bytes"] == on_disk
     assert "MB on disk" in result.output
 
@@ -112,14 +128,22 @@ def test_report_reprints_the_table(finished_search):
     assert "★" in result.output
 
 
+@pytest.mark.slow
 def test_gradient_clipping_can_be_searched_against_none(tmp_path, tiny_bert_dir):
     """max_grad_norm: {choice: [null, ...]}: null (no clipping) is a value like any other, in the
     trials, in best.json, in the table and on the plots. (1e-6: a tiny BERT's gradients are
     below 1.0, which would clip nothing.)"""
     raw = quick_config(
-        tiny_bert_dir, train={"num_epochs": 1},
-        search={"space": {"max_grad_norm": {"choice": [None, 1e-6]}}, "algorithm": "grid", "num_samples": 1,
-                "scheduler": "fifo", "metric": "loss", "mode": "min"},
+        tiny_bert_dir,
+        train={"num_epochs": 1},
+        search={
+            "space": {"max_grad_norm": {"choice": [None, 1e-6]}},
+            "algorithm": "grid",
+            "num_samples": 1,
+            "scheduler": "fifo",
+            "metric": "loss",
+            "mode": "min",
+        },
         tracking={"tensorboard": False},
         output={"dir": str(tmp_path / "runs"), "name": "clip", "keep_checkpoints": False},
     )
@@ -136,5 +160,9 @@ def test_gradient_clipping_can_be_searched_against_none(tmp_path, tiny_bert_dir)
     report = CliRunner().invoke(main, ["report", str(run_dir)])
     assert report.exit_code == 0, report.output
     table_rows = [line for line in report.output.splitlines() if "│ finished │" in line]
-    assert len(table_rows) == 2 and any("null" in line for line in table_rows) and any("1.00e-06" in line for line in table_rows)
+    assert (
+        len(table_rows) == 2
+        and any("null" in line for line in table_rows)
+        and any("1.00e-06" in line for line in table_rows)
+    )
     assert (run_dir / "plots" / "hyperparameters.png").stat().st_size > 10_000

@@ -1,10 +1,10 @@
 """The search space, Optuna's options and the points tried first, without a Ray runtime."""
 
 import pytest
-
 from conftest import quick_config
+
 from raytune_ft.config import ConfigError, load_config, validate_config
-from raytune_ft.search import build_param_space, build_search_algorithm, points_to_evaluate
+from raytune_ft.tuning.tuner import build_param_space, build_search_algorithm, points_to_evaluate
 
 SPACE = {
     "learning_rate": {"loguniform": [1e-5, 1e-3]},
@@ -53,8 +53,15 @@ def test_all_train_keys_can_be_searched_and_stay_in_their_space():
 
 def test_the_config_values_come_first_by_default():
     first = suggestions({"seed": 1})[0]
-    assert first == {"learning_rate": 1e-3, "num_epochs": 2, "warmup_ratio": 0.0, "batch_size": 16,
-                     "weight_decay": 0.0, "max_grad_norm": None, "seed": 42}
+    assert first == {
+        "learning_rate": 1e-3,
+        "num_epochs": 2,
+        "warmup_ratio": 0.0,
+        "batch_size": 16,
+        "weight_decay": 0.0,
+        "max_grad_norm": None,
+        "seed": 42,
+    }
 
 
 def test_points_to_evaluate_from_the_config_come_first():
@@ -92,15 +99,25 @@ def test_points_outside_the_space_are_refused(points, message):
 def test_grid_and_random_algorithms():
     from ray.tune.search import BasicVariantGenerator
 
-    from raytune_ft.search import planned_trials, tune_max_concurrent_trials
+    from raytune_ft.tuning.tuner import planned_trials, tune_max_concurrent_trials
 
-    grid = load_config(None, [
-        "search.algorithm=grid", "search.num_samples=1",
-        "search.space={learning_rate: {choice: [1.0e-5, 3.0e-5]}, num_epochs: {choice: [1, 2, 3]}}",
-    ])
-    assert build_param_space(grid) == {"learning_rate": {"grid_search": [1e-5, 3e-5]}, "num_epochs": {"grid_search": [1, 2, 3]}}
+    grid = load_config(
+        None,
+        [
+            "search.algorithm=grid",
+            "search.num_samples=1",
+            "search.space={learning_rate: {choice: [1.0e-5, 3.0e-5]}, num_epochs: {choice: [1, 2, 3]}}",
+        ],
+    )
+    assert build_param_space(grid) == {
+        "learning_rate": {"grid_search": [1e-5, 3e-5]},
+        "num_epochs": {"grid_search": [1, 2, 3]},
+    }
     assert build_search_algorithm(grid) is None and planned_trials(grid) == 6
-    random = build_search_algorithm(load_config(None, ["search.algorithm=random", "search.space={learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}"]), 2)
+    random = build_search_algorithm(
+        load_config(None, ["search.algorithm=random", "search.space={learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}"]),
+        2,
+    )
     assert isinstance(random, BasicVariantGenerator) and random.max_concurrent == 2
     # Tune ignores (and warns about) its own max_concurrent_trials beside a generator passed in; the
     # generator limits itself, grid (Tune's generator) and TPE (wrapped in a ConcurrencyLimiter) need it.

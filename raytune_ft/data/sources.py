@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raytune_ft.config import Config, ConfigError
-from raytune_ft.files import FORMATS, file_format
+from raytune_ft.data.files import FORMATS, file_format
 from raytune_ft.tasks import GLUE_HUB_ID
 
 PACKAGE_PREFIX = "pkg:"
@@ -26,7 +26,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 def resolve_model_path(name_or_path: str) -> str:
     """A local folder for pkg:/local models, or the hub id unchanged."""
     if name_or_path.startswith(PACKAGE_PREFIX):
-        package = name_or_path[len(PACKAGE_PREFIX):]
+        package = name_or_path[len(PACKAGE_PREFIX) :]
         try:
             module = importlib.import_module(package)
         except ImportError:
@@ -63,13 +63,15 @@ def resolve_data_source(config: Config) -> DataSource:
         return DataSource("files", str(files["train"]), files=files)
     raw_path = config.data.path or GLUE_HUB_ID
     if raw_path.startswith(BUILTIN_PREFIX):
-        return DataSource("builtin", raw_path[len(BUILTIN_PREFIX):])
+        return DataSource("builtin", raw_path[len(BUILTIN_PREFIX) :])
     # The classic GLUE_DIR convention: a local GLUE download replaces the hub copy.
     glue_dir = os.environ.get("GLUE_DIR")
     if raw_path == GLUE_HUB_ID and glue_dir and task.glue:
         raw_path = str(Path(glue_dir) / task.glue.folder)
         if not Path(raw_path).is_dir():
-            raise ConfigError(f"GLUE_DIR is set, but {raw_path} does not exist; unset GLUE_DIR or point it at a GLUE download")
+            raise ConfigError(
+                f"GLUE_DIR is set, but {raw_path} does not exist; unset GLUE_DIR or point it at a GLUE download"
+            )
     path = Path(os.path.expandvars(raw_path)).expanduser()
     if path.is_dir():
         return DataSource("glue_folder", str(path.resolve()))

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from raytune_ft.summary import RunSummary, TrialSummary, device_unit
+from raytune_ft.report.summary import RunSummary, TrialSummary, device_unit
 
 PLOTS_DIR = "plots"
 WINNER_COLOR = "#d62728"
@@ -33,14 +33,22 @@ def write_plots(summary: RunSummary, out_dir: Path | None = None) -> list[tuple[
     if not summary.rows:
         return []
     written = [
-        (_save(curves_figure(summary), out_dir / "curves.png"),
-         f"Per-epoch eval_{summary.config.metric} and eval_loss of every trial; the winner in red."),
-        (_save(best_so_far_figure(summary), out_dir / "best_so_far.png"),
-         f"Best eval_{summary.config.metric} found so far against the compute spent: trial-epochs and {device_unit(summary.device_type)}."),
+        (
+            _save(curves_figure(summary), out_dir / "curves.png"),
+            f"Per-epoch eval_{summary.config.metric} and eval_loss of every trial; the winner in red.",
+        ),
+        (
+            _save(best_so_far_figure(summary), out_dir / "best_so_far.png"),
+            f"Best eval_{summary.config.metric} found so far against the compute spent: trial-epochs and {device_unit(summary.device_type)}.",
+        ),
     ]
     if summary.searched:
-        written.append((_save(hyperparameters_figure(summary), out_dir / "hyperparameters.png"),
-                        f"Each searched hyperparameter against the trial's final eval_{summary.config.metric}."))
+        written.append(
+            (
+                _save(hyperparameters_figure(summary), out_dir / "hyperparameters.png"),
+                f"Each searched hyperparameter against the trial's final eval_{summary.config.metric}.",
+            )
+        )
     return written
 
 
@@ -70,12 +78,26 @@ def curves_figure(summary: RunSummary) -> Figure:
             if not points:
                 continue
             epochs, values = zip(*points)
-            ax.plot(epochs, values, color=_color(index, trial), linewidth=3 if trial.winner else 1.3,
-                    alpha=1 if trial.winner else 0.75, zorder=3 if trial.winner else 2, marker=".",
-                    label=f"{trial.trial_id} (winner)" if trial.winner else trial.trial_id)
+            ax.plot(
+                epochs,
+                values,
+                color=_color(index, trial),
+                linewidth=3 if trial.winner else 1.3,
+                alpha=1 if trial.winner else 0.75,
+                zorder=3 if trial.winner else 2,
+                marker=".",
+                label=f"{trial.trial_id} (winner)" if trial.winner else trial.trial_id,
+            )
             # The last point says how the trial ended (stopped early, finished, ...).
-            ax.plot(epochs[-1], values[-1], marker=STATUS_MARKERS.get(trial.status, "o"), color=_color(index, trial),
-                    markersize=9 if trial.winner else 7, linestyle="", zorder=4)
+            ax.plot(
+                epochs[-1],
+                values[-1],
+                marker=STATUS_MARKERS.get(trial.status, "o"),
+                color=_color(index, trial),
+                markersize=9 if trial.winner else 7,
+                linestyle="",
+                zorder=4,
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -129,14 +151,25 @@ def hyperparameters_figure(summary: RunSummary) -> Figure:
             if trial.last_metric is None or name not in trial.config:
                 continue
             x = categories[trial.config[name]] if categories else trial.config[name]
-            ax.scatter(x, trial.last_metric, marker="*" if trial.winner else STATUS_MARKERS.get(trial.status, "o"),
-                       s=260 if trial.winner else 55, color=WINNER_COLOR if trial.winner else "#1f77b4",
-                       edgecolors="black" if trial.winner else "none", alpha=1 if trial.winner else 0.8, zorder=3 if trial.winner else 2)
+            ax.scatter(
+                x,
+                trial.last_metric,
+                marker="*" if trial.winner else STATUS_MARKERS.get(trial.status, "o"),
+                s=260 if trial.winner else 55,
+                color=WINNER_COLOR if trial.winner else "#1f77b4",
+                edgecolors="black" if trial.winner else "none",
+                alpha=1 if trial.winner else 0.8,
+                zorder=3 if trial.winner else 2,
+            )
         _space_axis(ax, space.get(name, {}))
         ax.set_xlabel(name)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"final {summary.metric_key}")
-    legend = [Line2D([], [], color=WINNER_COLOR, marker="*", markersize=14, markeredgecolor="black", linestyle="", label="winner")]
+    legend = [
+        Line2D(
+            [], [], color=WINNER_COLOR, marker="*", markersize=14, markeredgecolor="black", linestyle="", label="winner"
+        )
+    ]
     legend += [h for h in _status_legend(summary.trials)[1:]]
     axes[0].legend(handles=legend, fontsize=8, loc="best")
     # Two lines: on one, a figure with one searched key is narrower than its title.
@@ -146,7 +179,7 @@ def hyperparameters_figure(summary: RunSummary) -> Figure:
 
 def _choices_with_null(spec: dict) -> dict | None:
     """{value: its category label} for a choice list that holds null, else None."""
-    (sampler, args), = spec.items() if spec else (("choice", []),)
+    ((sampler, args),) = spec.items() if spec else (("choice", []),)
     if sampler != "choice" or None not in args:
         return None
     return {value: "null" if value is None else str(value) for value in args}
@@ -154,7 +187,7 @@ def _choices_with_null(spec: dict) -> dict | None:
 
 def _space_axis(ax, spec: dict) -> None:
     """The x axis spans the searched range, so the plot also shows where in it the trials fell."""
-    (sampler, args), = spec.items() if spec else (("choice", []),)
+    ((sampler, args),) = spec.items() if spec else (("choice", []),)
     if sampler == "loguniform":
         ax.set_xscale("log")
         # Less than a decade would otherwise get crowded minor-tick labels.

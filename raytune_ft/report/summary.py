@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raytune_ft.config import Config, ResourcesSection, load_config
-from raytune_ft.results import (
+from raytune_ft.run_folder import (
     CONFIG_FILE,
     CONFIRM_FILE,
     TEST_FILE,
@@ -80,12 +80,22 @@ class TrialSummary:
 
     def to_json(self) -> dict:
         return {
-            "trial_id": self.trial_id, "status": self.status, "winner": self.winner, "config": self.config,
-            "planned_epochs": self.planned_epochs, "epochs_done": self.epochs_done,
-            "best_metric": self.best_metric, "last_metric": self.last_metric,
-            "started_at": self.started_at, "ended_at": self.ended_at, "wall_seconds": self.wall_seconds,
-            "device_type": self.device_type, "devices": self.devices, "device_seconds": self.device_seconds,
-            "saved_device_seconds_estimate": self.saved_device_seconds, "error": self.error,
+            "trial_id": self.trial_id,
+            "status": self.status,
+            "winner": self.winner,
+            "config": self.config,
+            "planned_epochs": self.planned_epochs,
+            "epochs_done": self.epochs_done,
+            "best_metric": self.best_metric,
+            "last_metric": self.last_metric,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "wall_seconds": self.wall_seconds,
+            "device_type": self.device_type,
+            "devices": self.devices,
+            "device_seconds": self.device_seconds,
+            "saved_device_seconds_estimate": self.saved_device_seconds,
+            "error": self.error,
         }
 
 
@@ -174,14 +184,29 @@ def summarize_run(run_dir: Path, now: float | None = None) -> RunSummary:
         winner = confirm["candidates"][confirm["winner"]]["search"]["trial_id"]
     pick = max if config.search.mode == "max" else min
     for trial in trials:
-        scores = [row[f"eval_{config.metric}"] for row in trial.epochs if isinstance(row.get(f"eval_{config.metric}"), (int, float))]
+        scores = [
+            row[f"eval_{config.metric}"]
+            for row in trial.epochs
+            if isinstance(row.get(f"eval_{config.metric}"), (int, float))
+        ]
         trial.best_metric = pick(scores) if scores else None
         trial.last_metric = scores[-1] if scores else None
         trial.winner = trial.trial_id == winner
     started = state.get("started_at")
     wall = ((state.get("ended_at") or now) - started) if started else None
-    return RunSummary(run_dir, config, status, rows, trials, best, wall, searched,
-                      checkpoint_bytes=state.get("checkpoint_bytes"), confirm=confirm, test=read_json(run_dir, TEST_FILE))
+    return RunSummary(
+        run_dir,
+        config,
+        status,
+        rows,
+        trials,
+        best,
+        wall,
+        searched,
+        checkpoint_bytes=state.get("checkpoint_bytes"),
+        confirm=confirm,
+        test=read_json(run_dir, TEST_FILE),
+    )
 
 
 def search_status(state: dict) -> str:
@@ -206,23 +231,29 @@ def _process_alive(pid) -> bool:
     return True
 
 
-def _trials(config: Config, rows: list[dict], events: list[dict], search_running: bool, cut_off: float | None) -> list[TrialSummary]:
+def _trials(
+    config: Config, rows: list[dict], events: list[dict], search_running: bool, cut_off: float | None
+) -> list[TrialSummary]:
     device_type, devices = trial_devices(config.resources)
     trials: dict[str, TrialSummary] = {}
 
     def get(trial_id: str, params: dict) -> TrialSummary:
         if trial_id not in trials:
             trials[trial_id] = TrialSummary(
-                trial_id=trial_id, status="running" if search_running else "interrupted", config=params,
+                trial_id=trial_id,
+                status="running" if search_running else "interrupted",
+                config=params,
                 planned_epochs=int(params.get("num_epochs", config.train.num_epochs)),
-                epochs=[], device_type=device_type, devices=devices,
+                epochs=[],
+                device_type=device_type,
+                devices=devices,
             )
         return trials[trial_id]
 
     for event in events:
         trial = get(event["trial_id"], event.get("config", {}))
         if event["event"] == "restarted" and event.get("config"):
-            # PBT restarted it with new values (pbt.py): show those it went on with, as Tune does.
+            # PBT restarted it with new values (tuning/pbt.py): show those it went on with, as Tune does.
             trial.config = event["config"]
         if event["event"] == "started":
             trial.started_at = event["time"]

@@ -1,23 +1,19 @@
-"""A search's report: terminal tables (rich), a JSON document, and report.html.
+"""A search's report as text: terminal tables (rich) and a JSON document.
 
-All three show the same content, built once from a RunSummary as rows of text cells: the
-trials (one row each, the winner marked), every trial's per-epoch history, and the cost.
-report.html is self-contained (the plots are embedded), so it can be mailed or archived.
+Both, and report.html (html.py), show the same content, built once from a RunSummary as rows
+of text cells: the trials (one row each, the winner marked), every trial's per-epoch history,
+the confirm stage, and the cost.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from raytune_ft.summary import RunSummary, device_unit
+from raytune_ft.report.summary import RunSummary, device_unit
 
-REPORT_FILE = "report.html"
 WINNER_MARK = "★"
 SAVINGS_METHOD = "estimate: each stopped trial's remaining epochs x its mean measured epoch time x its devices"
 
@@ -47,14 +43,18 @@ def trials_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
     headers = ["trial", "status", *summary.searched, "epochs", "best", "last", "wall s", unit]
     rows = []
     for trial in summary.trials:
-        rows.append([
-            trial.trial_id + (f" {WINNER_MARK}" if trial.winner else ""),
-            trial.status,
-            *(format_setting(trial.config, name) for name in summary.searched),
-            f"{trial.epochs_done}/{trial.planned_epochs}",
-            format_value(trial.best_metric), format_value(trial.last_metric),
-            f"{trial.wall_seconds:.0f}", f"{trial.device_seconds:.0f}",
-        ])
+        rows.append(
+            [
+                trial.trial_id + (f" {WINNER_MARK}" if trial.winner else ""),
+                trial.status,
+                *(format_setting(trial.config, name) for name in summary.searched),
+                f"{trial.epochs_done}/{trial.planned_epochs}",
+                format_value(trial.best_metric),
+                format_value(trial.last_metric),
+                f"{trial.wall_seconds:.0f}",
+                f"{trial.device_seconds:.0f}",
+            ]
+        )
     return headers, rows
 
 
@@ -73,14 +73,18 @@ def history_rows(summary: RunSummary) -> tuple[list[str], list[list[list[str]]]]
     for trial in summary.trials:
         group = []
         for row in trial.epochs:
-            is_best = best is not None and row["trial_id"] == best.trial_id and row["epoch"] == best.metrics.get("epoch")
-            group.append([
-                row["trial_id"] + (f" {WINNER_MARK}" if is_best else ""),
-                str(row["epoch"]),
-                *(format_value(row.get(key)) for key in [*eval_keys, "train_loss", "last_learning_rate"]),
-                format_value(row.get("train_samples_per_second"), 1),
-                format_value(row.get("epoch_seconds"), 1),
-            ])
+            is_best = (
+                best is not None and row["trial_id"] == best.trial_id and row["epoch"] == best.metrics.get("epoch")
+            )
+            group.append(
+                [
+                    row["trial_id"] + (f" {WINNER_MARK}" if is_best else ""),
+                    str(row["epoch"]),
+                    *(format_value(row.get(key)) for key in [*eval_keys, "train_loss", "last_learning_rate"]),
+                    format_value(row.get("train_samples_per_second"), 1),
+                    format_value(row.get("epoch_seconds"), 1),
+                ]
+            )
         if group:
             groups.append(group)
     return headers, groups
@@ -97,20 +101,27 @@ def confirm_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
             f"{run['seed']}: {format_value(run['score']) if run['status'] == 'finished' else run['status']}"
             for run in candidate["runs"]
         )
-        rows.append([
-            f"#{candidate['candidate'] + 1}" + (f" {WINNER_MARK}" if candidate.get("winner") else ""),
-            candidate["search"]["trial_id"],
-            *(format_setting(candidate["config"], name) for name in searched),
-            format_value(candidate["search"]["score"]), format_value(candidate["mean"]), format_value(candidate["std"]),
-            f"{len(candidate['scores'])}/{len(confirm['seeds'])}", per_seed,
-        ])
+        rows.append(
+            [
+                f"#{candidate['candidate'] + 1}" + (f" {WINNER_MARK}" if candidate.get("winner") else ""),
+                candidate["search"]["trial_id"],
+                *(format_setting(candidate["config"], name) for name in searched),
+                format_value(candidate["search"]["score"]),
+                format_value(candidate["mean"]),
+                format_value(candidate["std"]),
+                f"{len(candidate['scores'])}/{len(confirm['seeds'])}",
+                per_seed,
+            ]
+        )
     return headers, rows
 
 
 def confirm_title(summary: RunSummary) -> str:
     confirm = summary.confirm or {}
-    return (f"Confirm: the top {len(confirm.get('candidates', []))} configs with new seeds, {confirm.get('metric')} "
-            f"of each run's best epoch; winner {WINNER_MARK} by the mean")
+    return (
+        f"Confirm: the top {len(confirm.get('candidates', []))} configs with new seeds, {confirm.get('metric')} "
+        f"of each run's best epoch; winner {WINNER_MARK} by the mean"
+    )
 
 
 def winner_lines(summary: RunSummary) -> list[str]:
@@ -133,9 +144,13 @@ def winner_lines(summary: RunSummary) -> list[str]:
                 f"{confirm['metric']}={format_value(exported['score'])}"
             )
             if winner["candidate"] != 0:
-                lines.append(f"the search's best trial ({confirm['candidates'][0]['search']['trial_id']}) did not win on new seeds")
+                lines.append(
+                    f"the search's best trial ({confirm['candidates'][0]['search']['trial_id']}) did not win on new seeds"
+                )
         unit = device_unit(confirm.get("device_type") or summary.device_type)
-        lines.append(f"confirm compute: {confirm.get('device_seconds', 0):,.0f} {unit} (not in the search's compute above)")
+        lines.append(
+            f"confirm compute: {confirm.get('device_seconds', 0):,.0f} {unit} (not in the search's compute above)"
+        )
     if test:
         scores = ", ".join(f"{k}={format_value(v)}" for k, v in test["metrics"].items())
         lines.append(
@@ -154,7 +169,9 @@ def summary_lines(summary: RunSummary) -> list[str]:
     if best:
         params = ", ".join(f"{k}={format_setting(best.config, k)}" for k in best.config) or "the fixed train values"
         label = "best of the search" if summary.confirm else "best"  # the confirm stage may pick another
-        lines.append(f"{label}: trial {best.trial_id} epoch {best.metrics['epoch']} {summary.metric_key}={best.metrics[summary.metric_key]:.4f} with {params}")
+        lines.append(
+            f"{label}: trial {best.trial_id} epoch {best.metrics['epoch']} {summary.metric_key}={best.metrics[summary.metric_key]:.4f} with {params}"
+        )
     unit = device_unit(summary.device_type)
     wall = f"; search wall time {summary.wall_seconds:.0f}s" if summary.wall_seconds is not None else ""
     lines.append(f"compute: {summary.device_seconds:,.0f} {unit} over {len(summary.trials)} trials{wall}")
@@ -168,7 +185,9 @@ def summary_lines(summary: RunSummary) -> list[str]:
     if not summary.config.output.keep_checkpoints:
         lines.append("checkpoints: none kept (output.keep_checkpoints: false; nothing to export or restart from)")
     elif summary.checkpoint_bytes is not None:
-        lines.append(f"checkpoints: {summary.checkpoint_bytes / 1e6:,.1f} MB on disk (each ended trial keeps its best epoch's model)")
+        lines.append(
+            f"checkpoints: {summary.checkpoint_bytes / 1e6:,.1f} MB on disk (each ended trial keeps its best epoch's model)"
+        )
     for trial in summary.trials:
         if trial.error:
             lines.append(f"trial {trial.trial_id} failed: {trial.error}")
@@ -187,7 +206,8 @@ def report_json(summary: RunSummary, files: dict | None = None) -> dict:
         "best": summary.best.to_json() if summary.best else None,
         "trials": [trial.to_json() for trial in summary.trials],
         "cost": {
-            "device_type": summary.device_type, "unit": unit,
+            "device_type": summary.device_type,
+            "unit": unit,
             "device_seconds": summary.device_seconds,
             "saved_device_seconds_estimate": summary.saved_device_seconds,
             "search_wall_seconds": summary.wall_seconds,
@@ -201,6 +221,14 @@ def report_json(summary: RunSummary, files: dict | None = None) -> dict:
 
 # ---------------------------------------------------------------------------------------
 # Terminal
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console that does not hard-wrap tables and progress lines at 80 columns in CI logs."""
+    console = Console(soft_wrap=True, stderr=stderr)
+    if not console.is_terminal:
+        console = Console(soft_wrap=True, width=160, stderr=stderr)
+    return console
 
 
 def _rich_table(title: str, headers: list[str], groups: list[list[list[str]]]) -> Table:
@@ -225,63 +253,6 @@ def print_summary(summary: RunSummary, console: Console, history: bool = False) 
         console.print(_rich_table(f"Per-epoch history (best epoch {WINNER_MARK})", headers, groups))
     for line in summary_lines(summary):
         console.print(line, highlight=False)
-
-
-# ---------------------------------------------------------------------------------------
-# report.html
-
-
-def write_html(summary: RunSummary, plots: list[tuple[Path, str]], path: Path | None = None) -> Path:
-    path = Path(path or summary.run_dir / REPORT_FILE)
-    name = html.escape(summary.run_dir.name)
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>raytune-ft report: {name}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>raytune-ft report: {name}</h1>",
-        "".join(f"<p>{html.escape(line)}</p>" for line in summary_lines(summary)),
-        f"<h2>{html.escape(trials_title(summary))}</h2>", _html_table(*trials_rows(summary)),
-    ]
-    if summary.confirm:
-        parts += [f"<h2>{html.escape(confirm_title(summary))}</h2>", _html_table(*confirm_rows(summary))]
-    if plots:
-        parts.append("<h2>Plots</h2>")
-        for plot, caption in plots:
-            data = base64.b64encode(Path(plot).read_bytes()).decode("ascii")
-            parts.append(f"<figure><img alt='{html.escape(Path(plot).name)}' src='data:image/png;base64,{data}'>"
-                         f"<figcaption>{html.escape(caption)} ({html.escape(Path(plot).name)})</figcaption></figure>")
-    headers, groups = history_rows(summary)
-    parts += ["<h2>Per-epoch history</h2>", _html_table(headers, [cells for group in groups for cells in group])]
-    parts += ["<h2>Config</h2>", f"<pre>{html.escape(summary.config.to_yaml())}</pre>", "</body></html>"]
-    staging = path.with_suffix(".html.writing")
-    staging.write_text("\n".join(parts) + "\n", encoding="utf-8")
-    staging.replace(path)
-    return path
-
-
-def _html_table(headers: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        f"<tr{' class=win' if WINNER_MARK in cells[0] else ''}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
-        for cells in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-_CSS = (
-    "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
-    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-    "td:first-child,th:first-child{text-align:left}tr.win{background:#e8f5e9;font-weight:bold}"
-    "img{max-width:100%}figure{margin:1.5em 0}figcaption{color:#555}pre{background:#f6f6f6;padding:1em}"
-)
-
-
-def write_report_files(summary: RunSummary) -> dict:
-    """plots/*.png and report.html; returns their paths (for JSON and the CLI)."""
-    from raytune_ft.plots import write_plots  # matplotlib only when files are wanted
-
-    plots = write_plots(summary)
-    report = write_html(summary, plots)
-    return {"plots": [str(p) for p, _ in plots], "report": str(report)}
 
 
 def dumps(document: dict) -> str:

@@ -5,9 +5,12 @@ learning-rate schedule, `accelerator.prepare`, then per epoch a training pass an
 evaluation pass per evaluation split (MNLI has two) whose metrics are reported. A run that
 was cut off (a dead worker, an interrupted search) starts again from its latest checkpoint:
 model, optimizer, schedule and epoch, so it goes on where it stopped. The same
-function runs inside Ray Train workers (one trial of a search), alone (`raytune-ft train`),
-and under `accelerate launch`. Classification and regression (STS-B) differ only in the
-model's head, the loss and what counts as a prediction.
+function runs inside Ray Train workers (one trial of a search), in a Ray Tune trial's own
+process, alone (`raytune-ft train`), and under `accelerate launch`. Classification and
+regression (STS-B) differ only in the model's head, the loss and what counts as a prediction.
+
+The helpers below it keep the loop itself to what the course shows: resume, per-epoch
+metrics, the start-up timeline and checkpoint saving each have a small function or class.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import os
 import socket
 import tempfile
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,13 +31,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, get_scheduler
 
-from raytune_ft.config import Config
-from raytune_ft.data import load_tokenized
-from raytune_ft.divergence import DivergenceGuard
-from raytune_ft.metrics import GlueMetric
-from raytune_ft.reporting import TRAINING_STATE_FILE, EpochReporter
-from raytune_ft.sources import resolve_model_path
-from raytune_ft.tasks import EVAL_SUFFIXES
+from raytune_ft.config import Config, TrainSection
+from raytune_ft.data.sources import resolve_model_path
+from raytune_ft.data.tokenized import load_tokenized
+from raytune_ft.tasks import EVAL_SUFFIXES, Task
+from raytune_ft.training.checkpointing import load_training_state, restore_optimizer_and_schedule, save_checkpoint
+from raytune_ft.training.divergence import DivergenceGuard
+from raytune_ft.training.metrics import GlueMetric
+from raytune_ft.training.reporters import EpochReporter
 
 
 def training_function(loop_config: dict, reporter: EpochReporter) -> None:
@@ -45,43 +49,32 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
                   "progress_bar": show a tqdm bar on the main process,
                   "timeline": (optional) earlier start-up timestamps: driver_started_at, worker_started_at}
     """
-    # Where a trial's start-up goes (reported with epoch 1; bench/overhead.py reads it).
-    timeline = {**loop_config.get("timeline", {}), "loop_started_at": time.time()}
+    timeline = StartupTimeline(loop_config.get("timeline", {}))
     config = Config(**loop_config["config"])
-    hp = config.train
-    task = config.task_spec()
+    hp, task = config.train, config.task_spec()
     model_path = resolve_model_path(config.model.name_or_path)
-    use_gpu = config.resources.gpus_per_worker > 0
-
     # cpu=True when no GPU is used: inside Ray Train workers that is what makes Accelerate
     # join the gloo process group Ray set up (without it every worker trains alone).
-    accelerator = Accelerator(cpu=not use_gpu, mixed_precision=hp.mixed_precision)
+    accelerator = Accelerator(cpu=config.resources.gpus_per_worker == 0, mixed_precision=hp.mixed_precision)
     set_seed(hp.seed)
 
-    tokenized = _open_tokenized(loop_config["data"])
-    timeline["data_ready_at"] = time.time()
+    tokenized = open_tokenized(loop_config["data"])
+    timeline.mark("data_ready_at")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     data_collator = DataCollatorWithPadding(tokenizer=tokenizer)
     train_dataloader = DataLoader(tokenized["train"], shuffle=True, batch_size=hp.batch_size, collate_fn=data_collator)
     # One per evaluation split: MNLI is scored on its matched and its mismatched dev set.
     eval_dataloaders = [
-        DataLoader(tokenized[split], batch_size=hp.eval_batch_size, collate_fn=data_collator) for split in task.eval_splits
+        DataLoader(tokenized[split], batch_size=hp.eval_batch_size, collate_fn=data_collator)
+        for split in task.eval_splits
     ]
 
-    if task.is_regression:  # one output, MSE loss (STS-B)
-        labels = {"num_labels": 1, "problem_type": "regression"}
-    else:  # the label names travel with the model: an exported model says what it predicts
-        labels = {
-            "num_labels": task.num_labels,
-            "id2label": dict(enumerate(task.label_names)),
-            "label2id": {name: i for i, name in enumerate(task.label_names)},
-        }
     # A restarted run (dead worker, resumed search) continues from its latest checkpoint.
     with reporter.restore_point() as restore_dir:
-        model = AutoModelForSequenceClassification.from_pretrained(restore_dir or model_path, **labels)
-        restored = torch.load(Path(restore_dir) / TRAINING_STATE_FILE, map_location="cpu") if restore_dir else None
+        model = AutoModelForSequenceClassification.from_pretrained(restore_dir or model_path, **model_labels(task))
+        restored = load_training_state(restore_dir)
     optimizer = AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
-    timeline["model_ready_at"] = time.time()
+    timeline.mark("model_ready_at")
 
     train_dataloader, *eval_dataloaders, model, optimizer = accelerator.prepare(
         train_dataloader, *eval_dataloaders, model, optimizer
@@ -103,31 +96,17 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
         disable=not (loop_config.get("progress_bar", True) and accelerator.is_main_process),
     )
     divergence = DivergenceGuard(hp.learning_rate)
-    start_epoch, best_score = 1, None
+    best = BestScore(config.search.mode)
+    start_epoch = 1
     if restored is not None:
-        optimizer.load_state_dict(restored["optimizer"])
-        lr_scheduler.load_state_dict(restored["lr_scheduler"])
-        # The schedule goes on from its step, peaking at this run's learning rate: under PBT a
-        # trial restarts from another trial's checkpoint with a perturbed one (same value otherwise).
-        lr_scheduler.base_lrs = [hp.learning_rate] * len(lr_scheduler.base_lrs)
-        for group, lr_lambda in zip(optimizer.param_groups, lr_scheduler.lr_lambdas):
-            group["lr"] = hp.learning_rate * lr_lambda(lr_scheduler.last_epoch)
-        start_epoch, best_score = restored["epoch"] + 1, restored["best_score"]
-        divergence.first_loss = restored["first_loss"]
+        start_epoch = resume(restored, optimizer, lr_scheduler, hp, best, divergence, timeline, reporter)
         progress_bar.update(restored["epoch"] * len(train_dataloader))
-        timeline["resumed_from_epoch"] = restored["epoch"]
-        # Say the restored epoch again: a search killed just after the epoch was saved never
-        # heard of it (read_epochs keeps one row per epoch). Its checkpoint is where it was.
-        reporter.report({**restored["last_metrics"], "checkpoint_path": reporter.restored_from, "restored": True}, None)
     for epoch in range(start_epoch, hp.num_epochs + 1):
         # --- train -------------------------------------------------------------------
         # Seeded per epoch: an epoch run again after a restart sees the same batches.
         set_seed(hp.seed + epoch)
         model.train()
-        epoch_start = time.perf_counter()
-        loss_sum = torch.zeros((), device=accelerator.device)
-        samples = torch.zeros((), device=accelerator.device)
-        longest = 0  # tokens in the widest batch: what max_length let through
+        tally = EpochTally(accelerator.device)
         for batch in train_dataloader:
             outputs = model(**batch)
             loss = outputs.loss
@@ -138,77 +117,45 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
             if hp.max_grad_norm is not None:  # Accelerate's clip unscales fp16 gradients first
                 accelerator.clip_grad_norm_(model.parameters(), hp.max_grad_norm)
             optimizer.step()
-            timeline.setdefault("first_step_at", time.time())
+            timeline.mark_once("first_step_at")
             lr_scheduler.step()
             optimizer.zero_grad()
             progress_bar.update(1)
-            batch_size = batch["labels"].shape[0]
-            loss_sum += loss.detach() * batch_size
-            samples += batch_size
-            longest = max(longest, batch["input_ids"].shape[1])
-        train_seconds = time.perf_counter() - epoch_start
-        # With DDP each process saw its own shard of the data: gather the counts, sum the rest.
-        samples_per_process = accelerator.gather(samples.reshape(1)).tolist()
-        loss_sum, samples = accelerator.reduce(loss_sum, "sum"), accelerator.reduce(samples, "sum")
-        longest = int(accelerator.gather(torch.tensor([longest], device=accelerator.device)).max())
+            tally.add(batch, loss)
+        trained = tally.gather(accelerator)
 
         # --- evaluate ----------------------------------------------------------------
-        evaluated = {}
-        for split, eval_dataloader in zip(task.eval_splits, eval_dataloaders):
-            suffix = EVAL_SUFFIXES[split]  # "" for validation, "_mm" for MNLI mismatched
-            scores, eval_loss, count = evaluate_on(eval_dataloader, model, metric, accelerator, task.is_regression)
-            evaluated.update({f"eval_{name}{suffix}": value for name, value in scores.items()})
-            evaluated.update({f"eval_loss{suffix}": eval_loss, f"examples_evaluated{suffix}": count})
+        evaluated = evaluate_splits(task, eval_dataloaders, model, metric, accelerator)
 
-        metrics = {
-            "epoch": epoch,
-            **evaluated,
-            "train_loss": (loss_sum / samples).item(),
-            "train_longest_sequence": longest,  # tokens in the widest training batch (all processes)
-            "learning_rate": hp.learning_rate,  # the trial's (peak) learning rate
-            "last_learning_rate": lr_scheduler.get_last_lr()[0],  # where the schedule is now
-            "examples_trained": int(samples.item()),
-            "examples_trained_per_process": [int(n) for n in samples_per_process],
-            "train_samples_per_second": samples.item() / train_seconds,
-            "epoch_seconds": time.perf_counter() - epoch_start,
-            "node_id": _node_id(),
-            "device": str(accelerator.device),
-            "num_processes": accelerator.num_processes,
-            # What one trial needs of a GPU: how many fit on one with fractional GPUs.
-            **({"gpu_memory_peak_gib": torch.cuda.max_memory_allocated(accelerator.device) / 2**30}
-               if accelerator.device.type == "cuda" else {}),
-            **(timeline if epoch == start_epoch else {}),
-        }
-        score = metrics[f"eval_{config.metric}"]
-        improved = best_score is None or (score > best_score if config.search.mode == "max" else score < best_score)
-        best_score = score if improved else best_score
+        # --- report ------------------------------------------------------------------
+        metrics = epoch_metrics(epoch, evaluated, trained, hp, lr_scheduler, accelerator)
+        if epoch == start_epoch:
+            metrics.update(timeline.stamps)
+        improved = best.update(metrics[f"eval_{config.metric}"])
         # Ray Train keeps the checkpoint scored highest on this (the newest improving epoch's)
         # plus the latest one, which a restart continues from.
         metrics["best_so_far"] = float(improved)
-        if accelerator.is_main_process:
-            accelerator.print(f"epoch {epoch}: " + ", ".join(f"{k}={_short(v)}" for k, v in metrics.items() if k.startswith(("eval_", "train_loss"))))
-
+        print_epoch(accelerator, metrics)
         # A plain run saves improving epochs only; a search saves every epoch, so that a
         # restart loses at most the epoch it was in.
+        keep = config.output.keep_checkpoints and (improved or reporter.resumable) and accelerator.is_main_process
         with tempfile.TemporaryDirectory(prefix="raytune-ft-ckpt-") as checkpoint_dir:
-            saved = None
-            if config.output.keep_checkpoints and (improved or reporter.resumable) and accelerator.is_main_process:
-                accelerator.unwrap_model(model).save_pretrained(checkpoint_dir)
-                tokenizer.save_pretrained(checkpoint_dir)
-                if reporter.resumable:
-                    training_state = {
-                        "epoch": epoch, "best_score": best_score, "first_loss": divergence.first_loss,
-                        "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
-                        "last_metrics": metrics,
-                    }
-                    torch.save(training_state, Path(checkpoint_dir) / TRAINING_STATE_FILE)
-                saved = checkpoint_dir
-            reporter.report(metrics, saved)
+            if keep:
+                resumable = reporter.resumable
+                state = training_state(epoch, best, divergence, optimizer, lr_scheduler, metrics) if resumable else None
+                save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), tokenizer, state)
+            reporter.report(metrics, checkpoint_dir if keep else None)
     progress_bar.close()
     accelerator.end_training()
 
 
-def evaluate_on(dataloader, model, metric: GlueMetric, accelerator: Accelerator, is_regression: bool) -> tuple[dict, float, int]:
+# ---------------------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate_on(
+    dataloader, model, metric: GlueMetric, accelerator: Accelerator, is_regression: bool
+) -> tuple[dict, float, int]:
     """One pass over an evaluation set: (the task's metrics, mean loss, examples seen)."""
     model.eval()
     losses = []
@@ -231,7 +178,173 @@ def evaluate_on(dataloader, model, metric: GlueMetric, accelerator: Accelerator,
     return metric.compute(), losses.mean().item(), len(losses)
 
 
-def _open_tokenized(handle):
+def evaluate_splits(task: Task, eval_dataloaders: list, model, metric: GlueMetric, accelerator: Accelerator) -> dict:
+    """eval_<metric><suffix>, eval_loss<suffix> and examples_evaluated<suffix> for every evaluation split."""
+    evaluated = {}
+    for split, eval_dataloader in zip(task.eval_splits, eval_dataloaders):
+        suffix = EVAL_SUFFIXES[split]  # "" for validation, "_mm" for MNLI mismatched
+        scores, eval_loss, count = evaluate_on(eval_dataloader, model, metric, accelerator, task.is_regression)
+        evaluated.update({f"eval_{name}{suffix}": value for name, value in scores.items()})
+        evaluated.update({f"eval_loss{suffix}": eval_loss, f"examples_evaluated{suffix}": count})
+    return evaluated
+
+
+# ---------------------------------------------------------------------------------------
+# The loop's helpers: model head, resume, per-epoch counts and metrics, start-up timeline
+
+
+def model_labels(task: Task) -> dict:
+    """The model's head: one output with MSE loss for regression (STS-B); else the label names,
+    which travel with the model, so that an exported model says what it predicts."""
+    if task.is_regression:
+        return {"num_labels": 1, "problem_type": "regression"}
+    return {
+        "num_labels": task.num_labels,
+        "id2label": dict(enumerate(task.label_names)),
+        "label2id": {name: i for i, name in enumerate(task.label_names)},
+    }
+
+
+class BestScore:
+    """The run's best score on the search metric so far, and whether an epoch improved on it."""
+
+    def __init__(self, mode: str, score: float | None = None):
+        self.mode, self.score = mode, score
+
+    def update(self, score: float) -> bool:
+        improved = self.score is None or (score > self.score if self.mode == "max" else score < self.score)
+        if improved:
+            self.score = score
+        return improved
+
+
+def resume(
+    restored: dict,
+    optimizer,
+    lr_scheduler,
+    hp: TrainSection,
+    best: BestScore,
+    divergence: DivergenceGuard,
+    timeline: StartupTimeline,
+    reporter: EpochReporter,
+) -> int:
+    """Put back what a restart continues from (checkpointing.py saved it); the first epoch to train."""
+    restore_optimizer_and_schedule(restored, optimizer, lr_scheduler, hp.learning_rate)
+    best.score = restored["best_score"]
+    divergence.first_loss = restored["first_loss"]
+    timeline.stamps["resumed_from_epoch"] = restored["epoch"]
+    # Say the restored epoch again: a search killed just after the epoch was saved never
+    # heard of it (read_epochs keeps one row per epoch). Its checkpoint is where it was.
+    reporter.report({**restored["last_metrics"], "checkpoint_path": reporter.restored_from, "restored": True}, None)
+    return restored["epoch"] + 1
+
+
+def training_state(
+    epoch: int, best: BestScore, divergence: DivergenceGuard, optimizer, lr_scheduler, metrics: dict
+) -> dict:
+    """What a restart needs besides the model (saved beside it, see resume)."""
+    return {
+        "epoch": epoch,
+        "best_score": best.score,
+        "first_loss": divergence.first_loss,
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": lr_scheduler.state_dict(),
+        "last_metrics": metrics,
+    }
+
+
+@dataclass
+class TrainedEpoch:
+    """One epoch's training pass over all processes (DDP: each saw its own shard)."""
+
+    loss: float
+    longest: int  # tokens in the widest training batch: what max_length let through
+    examples: int
+    examples_per_process: list[int]
+    seconds: float  # the training pass
+    started: float  # time.perf_counter() when the epoch began
+
+
+class EpochTally:
+    """The training loss, examples and widest batch of one epoch, kept on the device (no sync per step)."""
+
+    def __init__(self, device):
+        self.started = time.perf_counter()
+        self.loss_sum = torch.zeros((), device=device)
+        self.samples = torch.zeros((), device=device)
+        self.longest = 0
+
+    def add(self, batch: dict, loss) -> None:
+        batch_size = batch["labels"].shape[0]
+        self.loss_sum += loss.detach() * batch_size
+        self.samples += batch_size
+        self.longest = max(self.longest, batch["input_ids"].shape[1])
+
+    def gather(self, accelerator: Accelerator) -> TrainedEpoch:
+        """With DDP each process saw its own shard of the data: gather the counts, sum the rest."""
+        seconds = time.perf_counter() - self.started
+        per_process = accelerator.gather(self.samples.reshape(1)).tolist()
+        loss_sum, samples = accelerator.reduce(self.loss_sum, "sum"), accelerator.reduce(self.samples, "sum")
+        longest = int(accelerator.gather(torch.tensor([self.longest], device=accelerator.device)).max())
+        return TrainedEpoch(
+            (loss_sum / samples).item(),
+            longest,
+            int(samples.item()),
+            [int(n) for n in per_process],
+            seconds,
+            self.started,
+        )
+
+
+def epoch_metrics(
+    epoch: int, evaluated: dict, trained: TrainedEpoch, hp: TrainSection, lr_scheduler, accelerator: Accelerator
+) -> dict:
+    """What every epoch reports besides best_so_far (one epochs.jsonl row, see tuning/run_log.py)."""
+    return {
+        "epoch": epoch,
+        **evaluated,
+        "train_loss": trained.loss,
+        "train_longest_sequence": trained.longest,  # tokens in the widest training batch (all processes)
+        "learning_rate": hp.learning_rate,  # the trial's (peak) learning rate
+        "last_learning_rate": lr_scheduler.get_last_lr()[0],  # where the schedule is now
+        "examples_trained": trained.examples,
+        "examples_trained_per_process": trained.examples_per_process,
+        "train_samples_per_second": trained.examples / trained.seconds,
+        "epoch_seconds": time.perf_counter() - trained.started,  # training and evaluation
+        "node_id": _node_id(),
+        "device": str(accelerator.device),
+        "num_processes": accelerator.num_processes,
+        # What one trial needs of a GPU: how many fit on one with fractional GPUs.
+        **(
+            {"gpu_memory_peak_gib": torch.cuda.max_memory_allocated(accelerator.device) / 2**30}
+            if accelerator.device.type == "cuda"
+            else {}
+        ),
+    }
+
+
+def print_epoch(accelerator: Accelerator, metrics: dict) -> None:
+    """One line per epoch on the main process: its eval metrics and training loss."""
+    if accelerator.is_main_process:
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in metrics.items() if k.startswith(("eval_", "train_loss")))
+        accelerator.print(f"epoch {metrics['epoch']}: {shown}")
+
+
+class StartupTimeline:
+    """Where a trial's start-up went: timestamps reported with its first epoch (bench/overhead.py
+    reads them). The trial driver and the Ray Train worker hand in the earlier ones."""
+
+    def __init__(self, earlier: dict):
+        self.stamps = {**earlier, "loop_started_at": time.time()}
+
+    def mark(self, name: str) -> None:
+        self.stamps[name] = time.time()
+
+    def mark_once(self, name: str) -> None:
+        self.stamps.setdefault(name, time.time())
+
+
+def open_tokenized(handle):
     """The tokenized DatasetDict from a cache folder, or from Ray's object store."""
     if isinstance(handle, (str, os.PathLike)):
         return load_tokenized(handle)

@@ -39,7 +39,9 @@ def matthews_correlation(predictions: np.ndarray, references: np.ndarray) -> flo
     true_per_class, predicted_per_class = confusion.sum(axis=1), confusion.sum(axis=0)
     correct, total = np.trace(confusion), confusion.sum()
     covariance = correct * total - true_per_class @ predicted_per_class
-    spread = np.sqrt((total**2 - predicted_per_class @ predicted_per_class) * (total**2 - true_per_class @ true_per_class))
+    spread = np.sqrt(
+        (total**2 - predicted_per_class @ predicted_per_class) * (total**2 - true_per_class @ true_per_class)
+    )
     return float(covariance / spread) if spread > 0 else 0.0
 
 

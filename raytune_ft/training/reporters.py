@@ -16,9 +16,7 @@ import shutil
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
-# Inside a checkpoint folder, beside the model and tokenizer: what a restart needs to go on
-# (optimizer, schedule, epoch). Only the search writes it; an exported model leaves it out.
-TRAINING_STATE_FILE = "training_state.pt"
+from raytune_ft.training.checkpointing import TRAINING_STATE_FILE
 
 
 class EpochReporter:

@@ -11,7 +11,7 @@ Ray pickles a trainable by reference, so every trial driver process imports the 
 defines it. A trial that finds no driver process to reuse (the first trials of a search, a
 TorchTrainer trial under ASHA or PBT) gets a new one, and Tune lets its imports finish before
 the trial counts as started, so they cost CPU and wall time between trials:
-raytune_ft.search would bring Optuna, rich, the tracking callbacks and more (13-15 s in a
+raytune_ft.tuning would bring Optuna, rich, the tracking callbacks and more (13-15 s in a
 fresh process on a slow day here, against 5-7 s for this module). This module imports only
 what a trial needs.
 """
@@ -28,19 +28,11 @@ from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.callbacks import DatasetsCallback
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from raytune_ft.checkpoints import train_run_name
 from raytune_ft.config import Config
-from raytune_ft.divergence import TrainingDiverged
-from raytune_ft.pbt import TuneRelay, new_segment, start_checkpoint
-from raytune_ft.worker import ray_train_loop
-
-# Quiet workers: no per-trial download bars or load reports in the search's console.
-WORKER_ENV = {
-    "TRANSFORMERS_VERBOSITY": "error",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+from raytune_ft.environment import THREADS_VARIABLE, WORKER_ENV
+from raytune_ft.training.divergence import TrainingDiverged
+from raytune_ft.training.pbt_relay import TuneRelay, new_segment, start_checkpoint
+from raytune_ft.training.worker import ray_train_loop
 
 
 class TrainerWithoutRayData(TorchTrainer):
@@ -60,6 +52,12 @@ class TrainerWithoutRayData(TorchTrainer):
         return [callback for callback in callbacks if not isinstance(callback, DatasetsCallback)]
 
 
+def train_run_name(trial_id: str, segment: str | None = None) -> str:
+    """The name of a trial's Ray Train run: a restarted trial finds its checkpoints under it.
+    Under PBT each start of the trial is a run of its own, named with a segment (pbt_relay.py)."""
+    return f"train-{trial_id}" + (f"-{segment}" if segment else "")
+
+
 def threads_per_worker(config: Config) -> int:
     """Torch threads of a training process: as many as it has CPUs (at least one)."""
     return max(1, int(config.resources.cpus_per_worker))
@@ -69,7 +67,9 @@ def threads_per_worker(config: Config) -> int:
 DIVERGED_MARK = "diverged.txt"
 
 
-def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path: str, relay_to_tune: bool = False) -> None:
+def run_trial(
+    trial_params: dict, *, base_config: dict, data: list, storage_path: str, relay_to_tune: bool = False
+) -> None:
     """relay_to_tune (PBT): epochs reach Tune through this driver, with their checkpoints (pbt.py)."""
     driver_started_at = time.time()  # start-up timeline (bench/overhead.py): the trial's part begins here
     config = Config(**base_config)
@@ -85,9 +85,13 @@ def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path
         ray_train_loop,
         # data[0]: the tokenized data per max_length (one, unless max_length is searched).
         # start_from (PBT): the checkpoint Tune restarted this trial with (its own or a clone's donor's).
-        train_loop_config={"config": config.model_dump(), "data": data[0][config.max_length], "progress_bar": False,
-                           "start_from": start_checkpoint() if relay else None,
-                           "timeline": {"driver_started_at": driver_started_at}},
+        train_loop_config={
+            "config": config.model_dump(),
+            "data": data[0][config.max_length],
+            "progress_bar": False,
+            "start_from": start_checkpoint() if relay else None,
+            "timeline": {"driver_started_at": driver_started_at},
+        },
         scaling_config=ScalingConfig(
             num_workers=resources.num_workers,
             use_gpu=resources.gpus_per_worker > 0,
@@ -104,7 +108,7 @@ def run_trial(trial_params: dict, *, base_config: dict, data: list, storage_path
             # A dead worker: the worker group starts again from the latest checkpoint.
             failure_config=FailureConfig(max_failures=resources.max_failures),
             callbacks=[relay.callback() if relay else TuneReportCallback()],
-            worker_runtime_env={"env_vars": {**WORKER_ENV, "OMP_NUM_THREADS": str(threads_per_worker(config))}},
+            worker_runtime_env={"env_vars": {**WORKER_ENV, THREADS_VARIABLE: str(threads_per_worker(config))}},
         ),
     )
     result = relay.fit(trainer) if relay else trainer.fit()
@@ -122,13 +126,17 @@ def train_in_trial_process(config: Config, data, driver_started_at: float) -> No
     os.environ.update(WORKER_ENV)
     import torch
 
-    from raytune_ft.reporting import TuneReporter
-    from raytune_ft.training import training_function
+    from raytune_ft.training.loop import training_function
+    from raytune_ft.training.reporters import TuneReporter
 
-    # What a Ray Train worker gets from OMP_NUM_THREADS.
+    # What a Ray Train worker gets from OMP_NUM_THREADS (THREADS_VARIABLE).
     torch.set_num_threads(threads_per_worker(config))
-    loop_config = {"config": config.model_dump(), "data": data, "progress_bar": False,
-                   "timeline": {"driver_started_at": driver_started_at, "worker_started_at": driver_started_at}}
+    loop_config = {
+        "config": config.model_dump(),
+        "data": data,
+        "progress_bar": False,
+        "timeline": {"driver_started_at": driver_started_at, "worker_started_at": driver_started_at},
+    }
     try:
         training_function(loop_config, TuneReporter())
     except TrainingDiverged as error:
@@ -164,5 +172,5 @@ class _DivergedMark:
 
 
 def run_confirm_trial(params: dict, **trial_kwargs) -> None:
-    """A confirm run (confirm.py) is a search trial with its candidate's values and a new seed."""
+    """A confirm run (tuning/confirm.py) is a search trial with its candidate's values and a new seed."""
     run_trial({key: value for key, value in params.items() if key != "candidate"}, **trial_kwargs)

@@ -3,7 +3,7 @@
 Ray pickles the workers' entry point by reference: every process that handles it (the
 trial driver, the Ray Train controller, the workers) imports the module that defines it.
 This module imports nothing at the top, so only the workers, which run the loop, pay for
-torch, transformers and accelerate; none of them pays for raytune_ft.search (Ray Tune,
+torch, transformers and accelerate; none of them pays for raytune_ft.tuning (Ray Tune,
 Optuna, rich, the tracking callbacks), which a worker never uses.
 """
 
@@ -15,17 +15,17 @@ def ray_train_loop(loop_config: dict) -> dict | None:
 
     A diverged loss is returned, not raised: Ray Train retries every error of its workers
     (FailureConfig), and this one would only come again. Every process stops at the same step
-    (training.py checks their mean loss), and the trial driver fails the trial with the reason.
+    (loop.py checks their mean loss), and the trial driver fails the trial with the reason.
     """
     import time
 
-    from raytune_ft.divergence import TrainingDiverged
+    from raytune_ft.training.divergence import TrainingDiverged
 
     # Ray Train's controller, placement group and this worker process took driver_started_at ->
     # now; the imports below (transformers, datasets, evaluate, accelerate) take now -> the loop's start.
     loop_config = {**loop_config, "timeline": {**loop_config.get("timeline", {}), "worker_started_at": time.time()}}
-    from raytune_ft.reporting import RayTrainReporter
-    from raytune_ft.training import training_function
+    from raytune_ft.training.loop import training_function
+    from raytune_ft.training.reporters import RayTrainReporter
 
     try:
         training_function(loop_config, RayTrainReporter(start_from=loop_config.get("start_from")))

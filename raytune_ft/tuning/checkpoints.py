@@ -2,10 +2,10 @@
 
 While a trial runs, Ray Train (or, for a trial that trains in its own process, Ray Tune) keeps
 two checkpoints at most (its best and its latest, which a restart continues from; see
-trial.py). When the search ends, the trials that ended (finished, stopped early, failed) drop
+training/trial.py). When the search ends, the trials that ended (finished, stopped early, failed) drop
 everything but their best checkpoint, and that one drops the optimizer state only a restart
 needs. Cut-off trials keep both: `--resume` needs them.
-Under PBT a trial may have run as several Train runs (one per restart, see pbt.py), and Ray
+Under PBT a trial may have run as several Train runs (one per restart, see training/pbt_relay.py), and Ray
 Tune holds copies of its checkpoints (what clones start from): an ended trial keeps only its
 best checkpoint there too.
 """
@@ -15,20 +15,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from raytune_ft.reporting import TRAINING_STATE_FILE
-from raytune_ft.results import best_epoch, last_trial_events, read_reported_epochs
+from raytune_ft.run_folder import best_epoch, last_trial_events, read_reported_epochs
+from raytune_ft.training.checkpointing import TRAINING_STATE_FILE
+from raytune_ft.training.trial import train_run_name
 
 ENDED = ("finished", "stopped early", "failed")
 
 
-def train_run_name(trial_id: str, segment: str | None = None) -> str:
-    """The name of a trial's Ray Train run: a restarted trial finds its checkpoints under it.
-    Under PBT each start of the trial is a run of its own, named with a segment (pbt.py)."""
-    return f"train-{trial_id}" + (f"-{segment}" if segment else "")
-
-
 def trial_folders(storage: str, trial_id: str) -> list[Path]:
-    """Where a trial's TorchTrainer runs wrote (trial.run_trial passes <storage>/trials)."""
+    """Where a trial's TorchTrainer runs wrote (training/trial.run_trial passes <storage>/trials)."""
     trials = Path(storage) / "trials"
     return [trials / train_run_name(trial_id), *sorted(trials.glob(train_run_name(trial_id, "*")))]
 

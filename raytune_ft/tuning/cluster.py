@@ -19,6 +19,7 @@ from ray._private import ray_constants
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raytune_ft.config import Config, ConfigError
+from raytune_ft.environment import environment, local_runtime_settings
 
 # A trial driver only waits on its TorchTrainer: it must not hold a CPU, or on a 2-CPU
 # machine the drivers take the CPUs their own workers need and nothing ever starts.
@@ -30,11 +31,13 @@ DRIVER_RESOURCE_SHARE = 0.001
 # Ports a Ray node takes by default unless told otherwise: a GCS port chosen at random must
 # not be one of them, or Ray refuses to start ("Ray component dashboard_agent_http is trying
 # to use a port number 52365 that is used by other components"; seen once in CI).
-RAY_DEFAULT_PORTS = frozenset({
-    ray_constants.DEFAULT_PORT,
-    ray_constants.DEFAULT_DASHBOARD_PORT,
-    ray_constants.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT,
-})
+RAY_DEFAULT_PORTS = frozenset(
+    {
+        ray_constants.DEFAULT_PORT,
+        ray_constants.DEFAULT_DASHBOARD_PORT,
+        ray_constants.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT,
+    }
+)
 
 
 def check_address(address: str | None) -> None:
@@ -60,45 +63,11 @@ def unused_port(taken: frozenset[int] | set[int] = frozenset()) -> int:
 
 @contextmanager
 def own_local_runtime_address():
-    """For a local Ray runtime of our own: its GCS on a port chosen here, and that address in
-    RAY_ADDRESS for every process it starts. Ray Train's PlacementGroupCleaner (which frees a
-    stopped trial's CPUs) finds its cluster by RAY_ADDRESS, else by looking for a running GCS,
-    which fails when another Ray runtime runs on this machine ("Found multiple active Ray
-    instances"): the CPUs of trials that ASHA stopped or PBT paused then stay reserved, and
-    the next trials wait for them forever. The variables are set back when the search ends."""
-    port = unused_port()
-    ip = ray.util.get_node_ip_address()
-    with environment({"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"{ip}:{port}"}):
+    """For a local Ray runtime of our own: its GCS on a port chosen here, and that address for
+    every process it starts (environment.local_runtime_settings says why). The variables are
+    set back when the search ends."""
+    with environment(local_runtime_settings(ray.util.get_node_ip_address(), unused_port())):
         yield
-
-
-# glibc malloc settings for the processes of a local Ray runtime of our own, its trial
-# processes above all. Ray Tune runs each trial's loop in a thread of its own; glibc gives such a
-# thread its own arena, maps the large tensors of every step from the kernel and hands them back:
-# on 7-step MiniLM epochs a trial spent 0.8-3.0 s of system time per epoch in page faults, the same
-# loop in a process's main thread 0.3-0.5 s. One arena, and freed memory kept for the next step
-# rather than returned to the kernel, made a trial's epochs as fast as the plain loop's
-# (BENCHMARKS.md, "Page faults in the trial thread"). A value the user exported wins.
-MALLOC_SETTINGS = {
-    "MALLOC_ARENA_MAX": "1",
-    "MALLOC_MMAP_THRESHOLD_": str(2**30),
-    "MALLOC_TRIM_THRESHOLD_": str(2**30),
-}
-
-
-@contextmanager
-def environment(values: dict[str, str]):
-    """os.environ with `values` while the block runs (the processes it starts keep them), then as before."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def is_uri(path: str) -> bool:
@@ -164,7 +133,9 @@ def check_storage_is_shared(config: Config, storage: str) -> None:
     try:
         sees = ray.remote(num_cpus=0)(os.path.exists)
         checks = [
-            sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(str(marker))
+            sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
+                str(marker)
+            )
             for node in nodes
         ]
         blind = [node["NodeManagerAddress"] for node, seen in zip(nodes, ray.get(checks)) if not seen]

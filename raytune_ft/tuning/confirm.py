@@ -33,19 +33,20 @@ from ray.tune.schedulers import FIFOScheduler
 from rich.console import Console
 
 from raytune_ft.config import Config
-from raytune_ft.progress import SearchProgress
-from raytune_ft.results import (
+from raytune_ft.run_folder import (
     CONFIRM_FILE,
     Best,
+    any_trial_cut_off,
     best_epoch,
     find_best,
-    any_trial_cut_off,
     read_epochs,
     read_trial_events,
     write_json_atomically,
 )
-from raytune_ft.search import RunFolderLog, tune_trial_settings
-from raytune_ft.trial import run_confirm_trial
+from raytune_ft.training.trial import run_confirm_trial
+from raytune_ft.tuning.progress import SearchProgress
+from raytune_ft.tuning.run_log import RunFolderLog
+from raytune_ft.tuning.tuner import tune_trial_settings
 
 CONFIRM_DIR = "confirm"  # the confirm runs' epochs.jsonl and trials.jsonl
 CONFIRM_TUNE_NAME = "tune-confirm"  # Ray Tune's experiment folder for the stage, beside the search's tune/
@@ -78,8 +79,11 @@ def confirmed_keys(config: Config) -> list[str]:
 def top_candidates(rows: list[dict], config: Config) -> list[dict]:
     """The top_k distinct configs by their trial's best epoch (ties: the earliest reported)."""
     key = f"eval_{config.metric}"
-    ranked = sorted(best_rows_by_trial(rows, config.metric, config.search.mode).values(),
-                    key=lambda row: row[key], reverse=config.search.mode == "max")
+    ranked = sorted(
+        best_rows_by_trial(rows, config.metric, config.search.mode).values(),
+        key=lambda row: row[key],
+        reverse=config.search.mode == "max",
+    )
     candidates, seen = [], set()
     for row in ranked:
         params = {name: row[name] for name in confirmed_keys(config) if name in row}
@@ -87,11 +91,18 @@ def top_candidates(rows: list[dict], config: Config) -> list[dict]:
         if identity in seen:  # two trials of the same config (a search with no space)
             continue
         seen.add(identity)
-        candidates.append({
-            "candidate": len(candidates), "config": params,
-            "search": {"trial_id": row["trial_id"], "seed": row.get("seed", config.train.seed),
-                       "epoch": row["epoch"], "score": row[key]},
-        })
+        candidates.append(
+            {
+                "candidate": len(candidates),
+                "config": params,
+                "search": {
+                    "trial_id": row["trial_id"],
+                    "seed": row.get("seed", config.train.seed),
+                    "epoch": row["epoch"],
+                    "score": row[key],
+                },
+            }
+        )
         if len(candidates) == config.confirm.top_k:
             break
     return candidates
@@ -120,8 +131,15 @@ def _candidate_value(configs: list[dict], key: str, trial_config: dict):
 
 
 def run_confirm(
-    config: Config, run_dir: Path, *, trial_kwargs: dict, resources_per_trial: dict, max_concurrent: int,
-    storage: str, console: Console, quiet: bool = False,
+    config: Config,
+    run_dir: Path,
+    *,
+    trial_kwargs: dict,
+    resources_per_trial: dict,
+    max_concurrent: int,
+    storage: str,
+    console: Console,
+    quiet: bool = False,
 ) -> ConfirmOutcome:
     """Re-runs the search's top_k configs with new seeds (Ray must be up); writes confirm.json."""
     search_rows = read_epochs(run_dir)
@@ -143,23 +161,34 @@ def run_confirm(
         shutil.rmtree(Path(storage) / CONFIRM_TUNE_NAME, ignore_errors=True)
     runs = len(candidates) * len(seeds)
     if not quiet:
-        console.print(f"confirm: the top {len(candidates)} configs x {len(seeds)} new seeds ({', '.join(map(str, seeds))}): "
-                      f"{runs} runs, {max_concurrent} at a time")
+        console.print(
+            f"confirm: the top {len(candidates)} configs x {len(seeds)} new seeds ({', '.join(map(str, seeds))}): "
+            f"{runs} runs, {max_concurrent} at a time"
+        )
     progress = SearchProgress(console, config.metric, config.search.mode, runs, quiet=quiet)
     tuner = tune.Tuner(
         # Plain runs from scratch, also after a PBT search (its schedule of values is not replayed).
-        tune.with_resources(tune.with_parameters(run_confirm_trial, **{**trial_kwargs, "relay_to_tune": False}), resources_per_trial),
+        tune.with_resources(
+            tune.with_parameters(run_confirm_trial, **{**trial_kwargs, "relay_to_tune": False}), resources_per_trial
+        ),
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=f"eval_{config.metric}", mode=config.search.mode, scheduler=FIFOScheduler(),
-            num_samples=1, max_concurrent_trials=max_concurrent,
+            metric=f"eval_{config.metric}",
+            mode=config.search.mode,
+            scheduler=FIFOScheduler(),
+            num_samples=1,
+            max_concurrent_trials=max_concurrent,
             # Every run goes to its end (FIFO): one trial process serves run after run, with no
             # process start and imports between them.
             reuse_actors=True,
         ),
-        run_config=tune.RunConfig(name=CONFIRM_TUNE_NAME, storage_path=storage,
-                                  callbacks=[RunFolderLog(confirm_dir, config, progress)], verbose=0,
-                                  **tune_trial_settings(config)),
+        run_config=tune.RunConfig(
+            name=CONFIRM_TUNE_NAME,
+            storage_path=storage,
+            callbacks=[RunFolderLog(confirm_dir, config, progress)],
+            verbose=0,
+            **tune_trial_settings(config),
+        ),
     )
     progress.start()
     try:
@@ -179,8 +208,12 @@ def run_confirm(
 
 
 def confirm_results(
-    config: Config, candidates: list[dict], seeds: list[int], search_rows: list[dict],
-    confirm_rows: list[dict], events: list[dict],
+    config: Config,
+    candidates: list[dict],
+    seeds: list[int],
+    search_rows: list[dict],
+    confirm_rows: list[dict],
+    events: list[dict],
 ) -> tuple[dict, Best | None]:
     """confirm.json's content, and the Best that best.json should name."""
     key, mode = f"eval_{config.metric}", config.search.mode
@@ -193,8 +226,13 @@ def confirm_results(
             continue
         trial_id, row = event["trial_id"], confirm_best.get(event["trial_id"])
         end = ended.get(trial_id, {})
-        run = {"trial_id": trial_id, "seed": event["config"]["seed"], "status": end.get("event", "unknown"),
-               "epoch": row["epoch"] if row else None, "score": row[key] if row else None}
+        run = {
+            "trial_id": trial_id,
+            "seed": event["config"]["seed"],
+            "status": end.get("event", "unknown"),
+            "epoch": row["epoch"] if row else None,
+            "score": row[key] if row else None,
+        }
         if end.get("error"):
             run["error"] = end["error"]
         candidates[event["config"]["candidate"]]["runs"].append(run)
@@ -218,13 +256,23 @@ def confirm_results(
     for candidate in candidates:
         candidate["winner"] = candidate is winner
     document = {
-        "metric": key, "mode": mode, "top_k": config.confirm.top_k, "seeds": seeds,
+        "metric": key,
+        "mode": mode,
+        "top_k": config.confirm.top_k,
+        "seeds": seeds,
         "search_seeds": sorted(search_seeds(search_rows, config)),
         "searched": confirmed_keys(config),
         "candidates": candidates,
         "winner": winner["candidate"] if winner else None,
-        "exported": {"trial_id": best.trial_id, "seed": best.config.get("seed"), "epoch": best.metrics.get("epoch"),
-                     "score": best.metrics.get(key), "checkpoint": best.checkpoint} if best else None,
+        "exported": {
+            "trial_id": best.trial_id,
+            "seed": best.config.get("seed"),
+            "epoch": best.metrics.get("epoch"),
+            "score": best.metrics.get(key),
+            "checkpoint": best.checkpoint,
+        }
+        if best
+        else None,
         "device_seconds": sum(event.get("device_seconds", 0.0) for event in ended.values()),
         "device_type": next((event.get("device_type") for event in ended.values()), None),
     }
@@ -235,15 +283,25 @@ def _exported_run(config: Config, winner: dict, search_rows: list[dict], confirm
     """The winning config's best run on dev (search trial or confirm run; ties: the search trial)."""
     finished = {run["trial_id"]: run["seed"] for run in winner["runs"] if run["status"] == "finished"}
     search_trial = winner["search"]["trial_id"]
-    search_best = best_rows_by_trial([r for r in search_rows if r["trial_id"] == search_trial], config.metric, config.search.mode)
-    confirm_best = best_rows_by_trial([r for r in confirm_rows if r["trial_id"] in finished], config.metric, config.search.mode)
+    search_best = best_rows_by_trial(
+        [r for r in search_rows if r["trial_id"] == search_trial], config.metric, config.search.mode
+    )
+    confirm_best = best_rows_by_trial(
+        [r for r in confirm_rows if r["trial_id"] in finished], config.metric, config.search.mode
+    )
     rows = [*search_best.values(), *confirm_best.values()]  # the search trial first, for ties
     best = find_best(rows, config.metric, config.search.mode, searched=[])
     seed = finished.get(best.trial_id, winner["search"]["seed"])
     return replace(
         best,
         config={**winner["config"], "seed": seed},
-        confirmed={"candidate": winner["candidate"], "metric": f"eval_{config.metric}", "mean": winner["mean"],
-                   "std": winner["std"], "seeds": [run["seed"] for run in winner["runs"]], "scores": winner["scores"],
-                   "search_trial_id": search_trial},
+        confirmed={
+            "candidate": winner["candidate"],
+            "metric": f"eval_{config.metric}",
+            "mean": winner["mean"],
+            "std": winner["std"],
+            "seeds": [run["seed"] for run in winner["runs"]],
+            "scores": winner["scores"],
+            "search_trial_id": search_trial,
+        },
     )

@@ -3,7 +3,7 @@
 Dev metrics chose the winner (and, with a confirm stage, its mean over seeds); a number
 measured on the data that did the choosing is optimistic. With `test.evaluate: true` the
 winner's checkpoint is evaluated once on data.test_file, after the search and the confirm
-stage, with the training loop's own evaluation pass (training.evaluate_on), and the result
+stage, with the training loop's own evaluation pass (training/loop.evaluate_on), and the result
 is written to test.json, apart from the dev metrics: chosen on dev, reported on test.
 """
 
@@ -22,11 +22,11 @@ from transformers import (
 )
 
 from raytune_ft.config import Config, ConfigError
-from raytune_ft.data import load_tokenized
-from raytune_ft.metrics import GlueMetric
-from raytune_ft.results import TEST_FILE, Best, write_json_atomically
+from raytune_ft.data.tokenized import load_tokenized
+from raytune_ft.run_folder import TEST_FILE, Best, write_json_atomically
 from raytune_ft.tasks import EVAL_SUFFIXES
-from raytune_ft.training import evaluate_on
+from raytune_ft.training.loop import evaluate_on
+from raytune_ft.training.metrics import GlueMetric
 
 
 def check_test_split(config: Config, data_path: Path) -> None:
@@ -44,20 +44,26 @@ def check_test_split(config: Config, data_path: Path) -> None:
 def evaluate_winner_on_test(config: Config, best: Best, data_path: Path, run_dir: Path) -> dict:
     """One evaluation pass of the winner's checkpoint over the test split; writes test.json."""
     if not best.checkpoint or not Path(best.checkpoint).is_dir():
-        raise RuntimeError(f"the winner's checkpoint {best.checkpoint!r} is not a local folder; cannot evaluate the test split")
+        raise RuntimeError(
+            f"the winner's checkpoint {best.checkpoint!r} is not a local folder; cannot evaluate the test split"
+        )
     task = config.task_spec()
     use_gpu = config.resources.gpus_per_worker > 0 and torch.cuda.is_available()
     accelerator = Accelerator(cpu=not use_gpu)
     tokenizer = AutoTokenizer.from_pretrained(best.checkpoint)
     model = AutoModelForSequenceClassification.from_pretrained(best.checkpoint)
     test_split = load_tokenized(data_path)["test"]
-    dataloader = DataLoader(test_split, batch_size=config.train.eval_batch_size,
-                            collate_fn=DataCollatorWithPadding(tokenizer=tokenizer))
+    dataloader = DataLoader(
+        test_split, batch_size=config.train.eval_batch_size, collate_fn=DataCollatorWithPadding(tokenizer=tokenizer)
+    )
     dataloader, model = accelerator.prepare(dataloader, model)
     started = time.perf_counter()
     scores, loss, count = evaluate_on(dataloader, model, GlueMetric(task.metric_names), accelerator, task.is_regression)
-    dev_keys = [f"eval_{name}{suffix}" for suffix in (EVAL_SUFFIXES[split] for split in task.eval_splits)
-                for name in [*task.metric_names, "loss"]]
+    dev_keys = [
+        f"eval_{name}{suffix}"
+        for suffix in (EVAL_SUFFIXES[split] for split in task.eval_splits)
+        for name in [*task.metric_names, "loss"]
+    ]
     document = {
         "split": "test",
         "file": config.data.test_file,

@@ -6,7 +6,7 @@ in a CI log. In a terminal a live footer sits below those lines: one bar per run
 so far). Without a terminal the status line is printed after each trial ends instead.
 `quiet` keeps only failures.
 
-It is fed the exact records the search writes to the run folder (see search.RunFolderLog),
+It is fed the exact records the search writes to the run folder (see run_log.RunFolderLog),
 so what it shows and what `report` later reads cannot disagree.
 """
 
@@ -15,8 +15,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from raytune_ft.report import format_setting, format_value
-from raytune_ft.results import make_console
+from raytune_ft.report.tables import format_setting, format_value, make_console
 
 
 class SearchProgress:
@@ -41,9 +40,13 @@ class SearchProgress:
     def start(self) -> None:
         if self.console.is_terminal and not self.quiet and self.live is None:
             self.live = Progress(
-                TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=20),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
                 TextColumn("{task.fields[note]}"),
-                console=self.console, transient=True,  # the footer goes away; the summary follows
+                console=self.console,
+                transient=True,  # the footer goes away; the summary follows
             )
             self.overall = self.live.add_task("trials", total=self.num_samples, note=self._counts())
             self.live.start()
@@ -76,7 +79,11 @@ class SearchProgress:
             f"{row.get('train_samples_per_second', 0):.0f} samples/s)"
         )
         if row["trial_id"] in self.bars:
-            self.live.update(self.bars[row["trial_id"]], completed=row["epoch"], note=f"epochs, last {self.metric_key}={format_value(score)}")
+            self.live.update(
+                self.bars[row["trial_id"]],
+                completed=row["epoch"],
+                note=f"epochs, last {self.metric_key}={format_value(score)}",
+            )
         self._refresh()
 
     def trial_ended(self, event: dict) -> None:
@@ -87,7 +94,9 @@ class SearchProgress:
             self.console.print(f"[red]trial {trial_id} failed[/]: {event.get('error', 'unknown error')}")
         else:
             epochs = event["epochs_done"]
-            self._say(f"[cyan]trial {trial_id}[/] {status} after {epochs} epoch{'' if epochs == 1 else 's'} ({event['wall_seconds']:.0f}s)")
+            self._say(
+                f"[cyan]trial {trial_id}[/] {status} after {epochs} epoch{'' if epochs == 1 else 's'} ({event['wall_seconds']:.0f}s)"
+            )
         if trial_id in self.bars:
             self.live.remove_task(self.bars.pop(trial_id))
         self._refresh()

@@ -1,7 +1,7 @@
 """Experiment tracking: every trial's epochs in TensorBoard (default) and MLflow (optional).
 
-Both get the same scalars under the same names (eval/accuracy, eval/loss, train/loss,
-train/learning_rate, ...), one step per epoch, one run per trial named by its trial id, and
+Both get the same scalars under the same names (eval/accuracy, eval/loss, training/loss,
+training/learning_rate, ...), one step per epoch, one run per trial named by its trial id, and
 the trial's searched hyperparameters (TensorBoard's HParams tab, MLflow params). Both are
 local files unless told otherwise: no account, no server, no network.
 
@@ -35,20 +35,22 @@ TRAIN_SCALARS = {
 
 
 def epoch_scalars(result: dict) -> dict[str, float]:
-    """One epoch's result as tracked scalars: eval_f1 -> eval/f1, train_loss -> train/loss, ..."""
+    """One epoch's result as tracked scalars: eval_f1 -> eval/f1, train_loss -> training/loss, ..."""
     scalars = {}
     for key, value in result.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
         if key.startswith("eval_"):
-            scalars[f"eval/{key[len('eval_'):]}"] = float(value)
+            scalars[f"eval/{key[len('eval_') :]}"] = float(value)
         elif key in TRAIN_SCALARS:
             scalars[TRAIN_SCALARS[key]] = float(value)
     return scalars
 
 
 def tracking_callbacks(config: Config, run_dir: Path) -> list[LoggerCallback]:
-    callbacks: list[LoggerCallback] = [TensorBoardLog(run_dir / TENSORBOARD_DIR) if config.tracking.tensorboard else NoTensorBoard()]
+    callbacks: list[LoggerCallback] = [
+        TensorBoardLog(run_dir / TENSORBOARD_DIR) if config.tracking.tensorboard else NoTensorBoard()
+    ]
     if config.tracking.mlflow:
         uri = config.tracking.mlflow_tracking_uri or default_mlflow_uri(config)
         callbacks.append(MLflowLog(uri, config.tracking.mlflow_experiment or run_dir.name))
@@ -133,7 +135,9 @@ class MLflowLog(LoggerCallback):
     def log_trial_start(self, trial) -> None:
         from mlflow.entities import Param
 
-        run = self.client.create_run(self.experiment_id, run_name=trial.trial_id, tags={"raytune_ft.trial_id": trial.trial_id})
+        run = self.client.create_run(
+            self.experiment_id, run_name=trial.trial_id, tags={"raytune_ft.trial_id": trial.trial_id}
+        )
         self.runs[trial] = run.info.run_id
         params = [Param(key, str(value)) for key, value in trial.config.items()]
         if params:

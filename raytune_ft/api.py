@@ -1,0 +1,241 @@
+"""The Python API: what the CLI runs, for notebooks and scripts.
+
+    import raytune_ft
+    result = raytune_ft.tuning("configs/quickstart.yaml", overrides=["search.num_samples=2"])
+    result.trials            # one row per trial (pandas DataFrame)
+    result.epochs            # one row per trial and epoch
+    result.best              # the winner: trial_id, config, metrics, checkpoint
+    result.export("best/")   # its model and tokenizer, save_pretrained layout
+
+A config is a YAML file's path, a dict shaped like one, or a Config; `overrides` are the
+CLI's `--set` values ("train.learning_rate=3e-5"). Every error is a RaytuneFtError whose
+message is the one line the CLI prints (ConfigError for bad input, RunFailed otherwise).
+Heavy imports (Ray, torch) happen inside the functions, so importing this module is quick.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from functools import wraps
+from pathlib import Path
+from typing import Any, Union
+
+from raytune_ft.config import Config, apply_override, load_config, resume_overrides, validate_config
+from raytune_ft.errors import ConfigError, RaytuneFtError, RunFailed
+from raytune_ft.run_folder import BEST_FILE, CONFIG_FILE, Best, new_run_dir
+
+ConfigLike = Union[str, os.PathLike, dict, Config]
+
+
+def _one_error_type(function):
+    """Anything else that breaks a run becomes a RunFailed, its cause kept (err.__cause__)."""
+
+    @wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except RaytuneFtError:
+            raise
+        except Exception as err:
+            raise RunFailed(f"the run failed: {type(err).__name__}: {err}") from err
+
+    return wrapper
+
+
+class RunResult:
+    """A run folder, read back: a search's (finished, interrupted or still running) or a plain run's.
+
+    Every property reads the run folder's files again, so a result of a running search stays current.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, report_files: dict | None = None):
+        self.run_dir = Path(run_dir).resolve()
+        self.report_files = report_files or {}  # {"report": path, "plots": [paths]} once written
+
+    def __repr__(self) -> str:
+        return f"RunResult({str(self.run_dir)!r})"
+
+    @property
+    def summary(self):
+        """The RunSummary (report/summary.py): trials, rows, best, cost, confirm and test results."""
+        from raytune_ft.report.summary import summarize_run
+
+        return summarize_run(self.run_dir)
+
+    @property
+    def status(self) -> str:
+        """running | finished | interrupted | failed, or unknown (a plain run has no search.json)."""
+        return self.summary.status
+
+    @property
+    def config(self) -> Config:
+        return load_config(self.run_dir / CONFIG_FILE)
+
+    @property
+    def best(self) -> Best | None:
+        """The winner as best.json names it (after a confirm stage, the confirmed one), else the best epoch so far."""
+        path = self.run_dir / BEST_FILE
+        if path.is_file():
+            return Best(**json.loads(path.read_text(encoding="utf-8")))
+        return self.summary.best
+
+    @property
+    def trials(self):
+        """One row per trial (index trial_id): status, searched hyperparameters, best and last metric, cost."""
+        import pandas as pd
+
+        rows = [
+            {**{k: v for k, v in trial.to_json().items() if k != "config"}, **trial.config}
+            for trial in self.summary.trials
+        ]
+        return pd.DataFrame(rows).set_index("trial_id") if rows else pd.DataFrame()
+
+    @property
+    def epochs(self):
+        """One row per trial and epoch (epochs.jsonl): every eval_* and train_* metric and the hyperparameters."""
+        import pandas as pd
+
+        return pd.DataFrame(self.summary.rows)
+
+    def export(self, out: str | os.PathLike) -> Path:
+        """The winner's model and tokenizer into `out` (save_pretrained layout); see export()."""
+        return export(self.run_dir, out)
+
+    def write_report(self) -> dict:
+        """plots/*.png and report.html, written now; returns their paths."""
+        from raytune_ft.report.html import write_report_files
+
+        self.report_files = write_report_files(self.summary)
+        return self.report_files
+
+
+@_one_error_type
+def search(
+    config: ConfigLike | None = None,
+    overrides: list[str] | tuple = (),
+    *,
+    address: str | None = None,
+    resume: str | os.PathLike | None = None,
+    quiet: bool = False,
+    verbose: bool = False,
+    console=None,
+) -> RunResult:
+    """Run a search (or with resume=RUN_DIR go on with an interrupted one); prints progress lines
+    (unless quiet), then the summary, and writes the report. An interrupted search (Ctrl-C)
+    returns its result with status "interrupted"; a search in which no trial reported a result
+    raises RunFailed."""
+    from raytune_ft.report.tables import make_console, print_summary
+    from raytune_ft.tuning.cluster import check_address
+    from raytune_ft.tuning.run import run_search
+
+    check_address(address)
+    config = _search_config(config, overrides, resume)
+    console = console or make_console()
+    outcome = run_search(config, address=address, console=console, verbose=verbose, quiet=quiet, resume_dir=resume)
+    result = RunResult(outcome.run_dir)
+    summary = result.summary
+    print_summary(summary, console)
+    result.report_files = write_report(summary, console)
+    if outcome.best is None:
+        raise RunFailed(f"no trial reported a result; see the trials' error.txt files under {outcome.run_dir}")
+    return result
+
+
+def _search_config(config: ConfigLike | None, overrides, resume) -> Config:
+    if resume is None:
+        if config is None:
+            raise ConfigError("search: give a config file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
+        return load(config, overrides)
+    if config is not None or overrides:
+        raise ConfigError("--resume: give the run folder only; the search goes on with the config.yaml saved in it")
+    saved = Path(resume) / CONFIG_FILE
+    if not saved.is_file():
+        raise ConfigError(f"--resume {resume}: not a run folder (no {CONFIG_FILE}); give a folder under runs/")
+    return load_config(saved, resume_overrides(saved))
+
+
+@_one_error_type
+def train(config: ConfigLike, overrides: list[str] | tuple = ()) -> RunResult:
+    """One training run with the config's train values: no search, no Ray (also under
+    `accelerate launch`, where every process calls this and only rank 0 writes)."""
+    from raytune_ft.data.tokenized import prepare_tokenized_data
+    from raytune_ft.training.loop import training_function
+    from raytune_ft.training.reporters import RunFolderReporter
+
+    config = load(config, overrides)
+    is_main = os.environ.get("RANK", "0") == "0"
+    run_dir = new_run_dir(config.output.dir, config.output.name, f"{config.task}-train")
+    data_path, _ = prepare_tokenized_data(config)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
+    reporter = RunFolderReporter(run_dir, is_main_process=is_main)
+    training_function({"config": config.model_dump(), "data": str(data_path), "progress_bar": True}, reporter)
+    return RunResult(run_dir)
+
+
+@_one_error_type
+def load_run(run_dir: str | os.PathLike) -> RunResult:
+    """A run folder read back (finished, interrupted, running, or a plain run's)."""
+    if not (Path(run_dir) / CONFIG_FILE).is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); give a folder under runs/")
+    return RunResult(run_dir)
+
+
+@_one_error_type
+def export(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Copy the best trial's model and tokenizer (save_pretrained layout) to `out`, with
+    raytune_ft_best.json beside them. `out` must be new or empty; nothing half-copied is left there."""
+    run_dir, out_dir = Path(run_dir), Path(out)
+    best_path = run_dir / BEST_FILE
+    if not best_path.is_file():
+        raise ConfigError(f"{run_dir} has no {BEST_FILE}; is it a finished search's run folder?")
+    best = json.loads(best_path.read_text(encoding="utf-8"))
+    checkpoint = best.get("checkpoint")
+    if not checkpoint or not Path(checkpoint).is_dir():
+        raise ConfigError(
+            f"{run_dir}: the best trial kept no checkpoint (output.keep_checkpoints was off, or it was deleted)"
+        )
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"--out {out_dir} exists and is not empty; choose a new folder")
+    staging = out_dir.with_name(out_dir.name + ".writing")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(checkpoint, staging)
+    (staging / "raytune_ft_best.json").write_text(json.dumps(best, indent=2) + "\n", encoding="utf-8")
+    if out_dir.exists():
+        out_dir.rmdir()
+    staging.rename(out_dir)
+    return out_dir.resolve()
+
+
+def load(config: ConfigLike, overrides: list[str] | tuple = ()) -> Config:
+    """A Config from a YAML path, a raw dict or a Config, with `--set`-style overrides applied."""
+    if isinstance(config, (str, os.PathLike)):
+        return load_config(config, list(overrides))
+    if isinstance(config, Config):
+        raw: dict[str, Any] = config.model_dump(mode="json")
+    elif isinstance(config, dict):
+        raw = copy.deepcopy(config)
+    else:
+        raise ConfigError(f"config: give a YAML file's path, a dict or a Config, not a {type(config).__name__}")
+    for override in overrides:
+        apply_override(raw, override)
+    return validate_config(raw)
+
+
+def write_report(summary, console) -> dict:
+    """Plots and report.html; a plotting problem must not turn a finished search into a failure."""
+    from raytune_ft.report.html import write_report_files
+
+    try:
+        files = write_report_files(summary)
+    except Exception as err:  # noqa: BLE001 - the search's results are safe in the run folder either way
+        if os.environ.get("RAYTUNE_FT_DEBUG"):
+            raise
+        console.print(f"warning: could not write the plots and report: {type(err).__name__}: {err}", highlight=False)
+        return {}
+    console.print(f"report: {files['report']} (plots in {Path(files['report']).parent / 'plots'})", highlight=False)
+    return files

@@ -1,0 +1,39 @@
+"""A trial's checkpoint: the model and tokenizer (save_pretrained layout), plus, where runs can
+be restarted, the training state that lets a restart go on where it stopped (optimizer,
+schedule, epoch, best score, the divergence guard's reference loss, the epoch's metrics)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+# Inside a checkpoint folder, beside the model and tokenizer: what a restart needs to go on
+# (optimizer, schedule, epoch). Only the search writes it; an exported model leaves it out.
+TRAINING_STATE_FILE = "training_state.pt"
+
+
+def load_training_state(checkpoint_dir: str | None) -> dict | None:
+    """The training state saved beside a checkpoint's model, or None to start afresh."""
+    if checkpoint_dir is None:
+        return None
+    return torch.load(Path(checkpoint_dir) / TRAINING_STATE_FILE, map_location="cpu")
+
+
+def restore_optimizer_and_schedule(state: dict, optimizer, lr_scheduler, learning_rate: float) -> None:
+    """Optimizer and schedule as saved; the schedule goes on from its step, peaking at this
+    run's learning rate: under PBT a trial restarts from another trial's checkpoint with a
+    perturbed one (the same value otherwise)."""
+    optimizer.load_state_dict(state["optimizer"])
+    lr_scheduler.load_state_dict(state["lr_scheduler"])
+    lr_scheduler.base_lrs = [learning_rate] * len(lr_scheduler.base_lrs)
+    for group, lr_lambda in zip(optimizer.param_groups, lr_scheduler.lr_lambdas):
+        group["lr"] = learning_rate * lr_lambda(lr_scheduler.last_epoch)
+
+
+def save_checkpoint(folder: str, model, tokenizer, training_state: dict | None) -> None:
+    """Model and tokenizer in save_pretrained layout; the training state beside them if given."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    if training_state is not None:
+        torch.save(training_state, Path(folder) / TRAINING_STATE_FILE)

@@ -1,0 +1,143 @@
+"""The run folder's records, written as the search goes: a Ray Tune callback.
+
+Every reported epoch goes to epochs.jsonl and every trial start and end to trials.jsonl as
+they happen, so the run folder alone tells what happened (also for an interrupted or still
+running search), and the search's progress lines are fed the same records.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ray import tune
+
+from raytune_ft.config import Config
+from raytune_ft.report.summary import trial_devices
+from raytune_ft.run_folder import append_epoch, append_trial_event
+from raytune_ft.tuning.progress import SearchProgress
+
+# Where a trial's start-up went, in the order it happens: timestamps of its first epoch's row
+# (the trial driver, the Ray Train worker and the loop's StartupTimeline set them).
+STARTUP_PHASES = (
+    "driver_started_at", "worker_started_at", "loop_started_at", "data_ready_at", "model_ready_at", "first_step_at",
+)  # fmt: skip
+
+# What the loop reports besides eval_* / train_* metrics, kept in each epochs.jsonl row.
+REPORTED_KEYS = (
+    "learning_rate", "last_learning_rate",
+    "examples_trained", "examples_trained_per_process", "examples_evaluated", "examples_evaluated_mm",
+    "epoch_seconds", "node_id", "device", "num_processes", "checkpoint_path",
+    "gpu_memory_peak_gib",  # on a GPU only
+    *STARTUP_PHASES,  # epoch 1 (or the first after a restart)
+    "best_so_far", "resumed_from_epoch",
+)  # fmt: skip
+
+
+class RunFolderLog(tune.Callback):
+    """Appends every reported epoch to epochs.jsonl and every trial start and end to trials.jsonl."""
+
+    def __init__(self, run_dir: Path, config: Config, progress: SearchProgress | None = None, pbt: bool = False):
+        self.run_dir, self.progress = run_dir, progress
+        self.default_epochs = config.train.num_epochs
+        self.pbt = pbt  # every epoch reaches Tune with its checkpoint before PBT restarts a trial
+        self.device_type, self.devices = trial_devices(config.resources)
+        self.started: dict[str, float] = {}
+        self.epochs_done: dict[str, int] = {}
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.started:
+            # PBT paused it, or restarted it from a stronger trial's checkpoint with new values.
+            checkpoint = trial.checkpoint.path if trial.checkpoint else None
+            append_trial_event(
+                self.run_dir,
+                {
+                    "event": "restarted",
+                    "trial_id": trial.trial_id,
+                    "time": time.time(),
+                    "config": trial.config,
+                    "from_checkpoint": checkpoint,
+                },
+            )
+            return
+        self.started[trial.trial_id] = time.time()
+        event = {
+            "event": "started",
+            "trial_id": trial.trial_id,
+            "time": self.started[trial.trial_id],
+            "config": trial.config,
+            "planned_epochs": self._planned(trial),
+            "device_type": self.device_type,
+            "devices": self.devices,
+        }
+        append_trial_event(self.run_dir, event)
+        if self.progress:
+            self.progress.trial_started(event)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("restored") and self.pbt:
+            # Under PBT every epoch reached Tune with its checkpoint before any restart, so the
+            # epoch a restart says again is not new; for a clone it is its donor's epoch (the
+            # donor's row has it), which the clone now goes on from.
+            self.epochs_done[trial.trial_id] = result["epoch"]
+            return
+        row = {"trial_id": trial.trial_id, "epoch": result["epoch"]}
+        row.update({k: v for k, v in result.items() if k.startswith(("eval_", "train_")) or k in REPORTED_KEYS})
+        if result.get("checkpoint_dir_name") and not row.get("checkpoint_path"):
+            # A trial that trains in its own process hands its checkpoints to Tune, which keeps them in its trial folder.
+            row["checkpoint_path"] = Path(trial.storage.trial_fs_path, result["checkpoint_dir_name"]).as_posix()
+        # The searched hyperparameters, under their train.* names, as the trial ran them: Tune's
+        # result["config"] (PBT may already have given trial.config new values for its restart).
+        row.update(result.get("config") or trial.config)
+        row["reported_at"] = time.time()  # places the epoch on the search's timeline (compute spent so far)
+        append_epoch(self.run_dir, row)
+        self.epochs_done[trial.trial_id] = result["epoch"]
+        if self.progress:
+            self.progress.epoch_reported(row)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        # Tune calls this both for trials that ran all their epochs and for those the scheduler stopped.
+        done = self.epochs_done.get(trial.trial_id, 0)
+        self._ended(trial, "finished" if done >= self._planned(trial) else "stopped early")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._ended(trial, "failed", error=_first_error_line(trial))
+
+    def on_experiment_end(self, trials, **info):
+        # Also called when the search is interrupted (Ctrl-C): trials still running end here.
+        for trial in trials:
+            if trial.trial_id in self.started:
+                self._ended(trial, "interrupted")
+
+    def _ended(self, trial, status: str, error: str | None = None) -> None:
+        started = self.started.pop(trial.trial_id, None)
+        now = time.time()
+        wall = now - started if started is not None else 0.0
+        event = {
+            "event": status,
+            "trial_id": trial.trial_id,
+            "time": now,
+            "config": trial.config,
+            "epochs_done": self.epochs_done.get(trial.trial_id, 0),
+            "wall_seconds": wall,
+            "device_type": self.device_type,
+            "devices": self.devices,
+            "device_seconds": wall * self.devices,
+        }
+        if error:
+            event["error"] = error
+        append_trial_event(self.run_dir, event)
+        if self.progress:
+            self.progress.trial_ended(event)
+
+    def _planned(self, trial) -> int:
+        return int(trial.config.get("num_epochs", self.default_epochs))
+
+
+def _first_error_line(trial) -> str:
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip().splitlines()
+        return text[-1][:300] if text else "unknown error"
+    except OSError:
+        return "unknown error (see the trial's error.txt)"

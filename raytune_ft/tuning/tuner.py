@@ -1,0 +1,186 @@
+"""The search set-up, as Ray Tune's examples declare one: `build_tuner` puts the param space,
+the searcher, the scheduler, TuneConfig and RunConfig together on one screen.
+
+  search space (from search.space) -> OptunaSearch (the config's own values evaluated first)
+  -> scheduler (ASHA stops weak trials by epoch; PBT; FIFO) -> Tuner over the trial driver,
+
+and the trial driver (training/trial.py) runs `training_function` in the trial's own process (one
+worker) or in the workers of a Ray Train TorchTrainer (several). The functions above
+build_tuner each make one of its parts from the config.
+"""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import BasicVariantGenerator, Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from raytune_ft.config import Config, inside_space
+from raytune_ft.tuning.pbt import build_pbt_scheduler
+
+TUNE_DIR = "tune"  # Ray Tune's experiment folder, under the search's storage
+
+
+def build_tuner(config: Config, trainable, storage: str, callbacks: list, max_concurrent: int) -> tune.Tuner:
+    """The Tuner of a new search; `trainable` is the trial driver with its resources."""
+    search_alg = build_search_algorithm(config, max_concurrent)
+    return tune.Tuner(
+        trainable,
+        param_space=build_param_space(config),
+        tune_config=tune.TuneConfig(
+            # No metric here: the scheduler and the searcher each have their own (build_scheduler).
+            search_alg=search_alg,
+            scheduler=build_scheduler(config),
+            num_samples=config.search.num_samples,
+            max_concurrent_trials=tune_max_concurrent_trials(search_alg, max_concurrent),
+            reuse_actors=reuses_trial_processes(config),
+        ),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR, storage_path=storage, callbacks=callbacks, verbose=0, **tune_trial_settings(config)
+        ),
+    )
+
+
+def restore_tuner(trainable, storage: str, callbacks: list) -> tune.Tuner:
+    """The Tuner of an interrupted search, from the state Ray Tune saved in its storage."""
+    # Failed trials (a diverged loss, a bug) stay failed: running them again gives the same.
+    tuner = tune.Tuner.restore(f"{storage}/{TUNE_DIR}", trainable, resume_unfinished=True, resume_errored=False)
+    # The restored run config holds the callbacks pickled by the first run: use this run's.
+    tuner._local_tuner.get_run_config().callbacks = callbacks
+    return tuner
+
+
+def build_param_space(config: Config) -> dict:
+    samplers = {
+        "loguniform": lambda a: tune.loguniform(*a),
+        "uniform": lambda a: tune.uniform(*a),
+        "randint": lambda a: tune.randint(int(a[0]), int(a[1])),
+        "choice": lambda a: tune.choice(a),
+    }
+    if config.search.algorithm == "grid":  # every combination (config.py checked: choice lists only)
+        samplers["choice"] = lambda a: tune.grid_search(a)
+    return {key: samplers[name](args) for key, spec in config.search.space.items() for name, args in spec.items()}
+
+
+def planned_trials(config: Config) -> int:
+    """How many trials the search runs: num_samples, or for grid num_samples passes over the grid."""
+    if config.search.algorithm != "grid":
+        return config.search.num_samples
+    return config.search.num_samples * math.prod(len(spec["choice"]) for spec in config.search.space.values())
+
+
+def points_to_evaluate(config: Config) -> list[dict]:
+    """The points tried first: the config's list (completed with train.* values), or else
+    the config's own train.* values when the space holds them."""
+    defaults = {key: config.train_value(key) for key in config.search.space}
+    if config.search.points_to_evaluate is not None:
+        return [{**defaults, **point} for point in config.search.points_to_evaluate]
+    if not all(inside_space(config.search.space[key], value) for key, value in defaults.items()):
+        return []
+    return [defaults] if defaults else []
+
+
+def max_epochs(config: Config) -> int:
+    spec = config.search.space.get("num_epochs")
+    if not spec:
+        return config.train.num_epochs
+    sampler, args = next(iter(spec.items()))
+    return int(max(args) if sampler == "choice" else (args[1] - 1 if sampler == "randint" else args[1]))
+
+
+def build_scheduler(config: Config):
+    """ASHA and PBT get their own metric (config.scheduler_metric, eval_loss by default), which may
+    differ from the search's: so Tune's TuneConfig gets none, and the searcher gets the search's."""
+    metric, mode = config.scheduler_metric
+    if config.search.scheduler == "pbt":
+        return build_pbt_scheduler(config, build_param_space(config), metric, mode)
+    if config.search.scheduler == "asha":
+        # One Tune iteration = one reported epoch.
+        return ASHAScheduler(
+            metric=metric,
+            mode=mode,
+            # The trial's own epoch count, not Tune's iteration count: a trial restarted by
+            # a resumed search goes on at epoch k+1, while Tune counts its reports from 1 again.
+            time_attr="epoch",
+            max_t=max_epochs(config),
+            grace_period=min(config.search.grace_period, max_epochs(config)),
+            reduction_factor=config.search.reduction_factor,
+        )
+    return FIFOScheduler()
+
+
+def scheduler_words(config: Config) -> str:
+    """The scheduler, and what it ranks trials on where that is not the search's metric."""
+    metric, _ = config.scheduler_metric
+    if config.search.scheduler == "fifo" or metric == f"eval_{config.metric}":
+        return config.search.scheduler
+    return f"{config.search.scheduler} (ranks trials on {metric})"
+
+
+def build_search_algorithm(config: Config, max_concurrent: int = 0) -> Searcher | BasicVariantGenerator | None:
+    if not config.search.space or config.search.algorithm == "grid":
+        return None  # Tune's own generator: the grid, or num_samples repeats of the fixed train values
+    if config.search.algorithm == "random":
+        # Tune ignores max_concurrent_trials for a generator passed in (seen: all trials started at once).
+        return BasicVariantGenerator(
+            points_to_evaluate=points_to_evaluate(config) or None,
+            random_state=config.search.seed,
+            max_concurrent=max_concurrent,
+        )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" in our output
+    sampler = optuna.samplers.TPESampler(
+        seed=config.search.seed,
+        multivariate=config.search.multivariate,
+        n_startup_trials=config.search.n_startup_trials,
+    )
+    return OptunaSearch(
+        points_to_evaluate=points_to_evaluate(config) or None,
+        sampler=sampler,
+        metric=f"eval_{config.metric}",
+        mode=config.search.mode,
+    )
+
+
+def tune_max_concurrent_trials(search_alg, max_concurrent: int) -> int | None:
+    """TuneConfig's limit on trials at a time: None for a BasicVariantGenerator, which holds the limit
+    itself (Tune would ignore this one and warn that it does)."""
+    return None if isinstance(search_alg, BasicVariantGenerator) else max_concurrent
+
+
+def reuses_trial_processes(config: Config) -> bool:
+    """Whether one trial process serves trial after trial: no process start and imports (torch,
+    transformers: seconds) per trial. With FIFO every trial runs to its end. With ASHA, a trial
+    that trains in its own process waits inside tune.report() for Tune's go-ahead after every
+    epoch, so when ASHA stops it, it leaves at once as the next trial starts; when PBT pauses it
+    (to restart it from a stronger trial's checkpoint, or to wait for the others under synch),
+    the same, and its restart may run in that process or another one. A TorchTrainer's driver
+    would still be inside trainer.fit() with its workers training: Tune's reset waits 2 s for it
+    and otherwise fails the next trial."""
+    return config.search.scheduler == "fifo" or (
+        config.search.scheduler in ("asha", "pbt") and config.trains_in_trial_process
+    )
+
+
+def tune_trial_settings(config: Config) -> dict:
+    """Restarts and checkpoints of trials that train in their own process are Tune's to keep
+    (those of a TorchTrainer are Ray Train's, training/trial.py): as Ray Train would, a trial whose
+    process dies starts again from its latest checkpoint, and Tune keeps the best one (the
+    newest epoch that improved) and the latest one. Under PBT Tune keeps them all while the
+    search runs: a weak trial restarts from a strong one's checkpoint, which may no longer be
+    that trial's latest by the time the clone starts (Ray warns of num_to_keep <= 2 with PBT);
+    prune_ended_trials bounds them once the search ends."""
+    if not config.trains_in_trial_process:
+        return {}
+    keep_all = config.search.scheduler == "pbt"
+    return {
+        "failure_config": tune.FailureConfig(max_failures=config.resources.max_failures),
+        "checkpoint_config": tune.CheckpointConfig()
+        if keep_all
+        else tune.CheckpointConfig(
+            num_to_keep=1, checkpoint_score_attribute="best_so_far", checkpoint_score_order="max"
+        ),
+    }
