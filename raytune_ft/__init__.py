@@ -3,7 +3,7 @@
 The Python API (see docs/python-api.md):
 
     import raytune_ft
-    result = raytune_ft.tuning("configs/quickstart.yaml", overrides=["search.num_samples=2"])
+    result = raytune_ft.search("configs/quickstart.yaml", overrides=["search.num_samples=2"])
     result.trials, result.epochs, result.best, result.export("best-model/")
 
 Its names are imported on first use: every Ray trial process imports this package, and must

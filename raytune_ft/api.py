@@ -1,7 +1,7 @@
 """The Python API: what the CLI runs, for notebooks and scripts.
 
     import raytune_ft
-    result = raytune_ft.tuning("configs/quickstart.yaml", overrides=["search.num_samples=2"])
+    result = raytune_ft.search("configs/quickstart.yaml", overrides=["search.num_samples=2"])
     result.trials            # one row per trial (pandas DataFrame)
     result.epochs            # one row per trial and epoch
     result.best              # the winner: trial_id, config, metrics, checkpoint
@@ -19,6 +19,7 @@ import copy
 import json
 import os
 import shutil
+import sys
 from functools import wraps
 from pathlib import Path
 from typing import Any, Union
@@ -167,7 +168,8 @@ def train(config: ConfigLike, overrides: list[str] | tuple = ()) -> RunResult:
 
     config = load(config, overrides)
     is_main = os.environ.get("RANK", "0") == "0"
-    run_dir = new_run_dir(config.output.dir, config.output.name, f"{config.task}-train")
+    # Under `accelerate launch` every process runs this; only rank 0 checks and writes.
+    run_dir = new_run_dir(config.output.dir, config.output.name, f"{config.task}-train", check=is_main)
     data_path, _ = prepare_tokenized_data(config)
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +182,8 @@ def train(config: ConfigLike, overrides: list[str] | tuple = ()) -> RunResult:
 @_one_error_type
 def load_run(run_dir: str | os.PathLike) -> RunResult:
     """A run folder read back (finished, interrupted, running, or a plain run's)."""
-    if not (Path(run_dir) / CONFIG_FILE).is_file():
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); give a folder under runs/")
     return RunResult(run_dir)
 
@@ -235,7 +238,7 @@ def write_report(summary, console) -> dict:
     except Exception as err:  # noqa: BLE001 - the search's results are safe in the run folder either way
         if os.environ.get("RAYTUNE_FT_DEBUG"):
             raise
-        console.print(f"warning: could not write the plots and report: {type(err).__name__}: {err}", highlight=False)
+        print(f"warning: could not write the plots and report: {type(err).__name__}: {err}", file=sys.stderr)
         return {}
     console.print(f"report: {files['report']} (plots in {Path(files['report']).parent / 'plots'})", highlight=False)
     return files

@@ -6,6 +6,7 @@ Exit status: 0 on success, 2 for bad input (config, data, paths) with a one-line
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from functools import wraps
@@ -20,10 +21,12 @@ from raytune_ft.errors import RaytuneFtError
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
 EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
+DEBUG_HINT = " (set RAYTUNE_FT_DEBUG=1 for the traceback)"
 
 
 def _handle_errors(command):
-    """A RaytuneFtError -> `error: <its line>` and its exit code; Ctrl-C -> exit 130."""
+    """A RaytuneFtError -> `error: <its line>` and its exit code; Ctrl-C -> exit 130; anything
+    else that breaks (outside the API's own wrapping) -> one line and exit 1."""
 
     @wraps(command)
     def wrapper(*args, **kwargs):
@@ -32,12 +35,16 @@ def _handle_errors(command):
         except RaytuneFtError as err:
             if os.environ.get("RAYTUNE_FT_DEBUG") and err.__cause__ is not None:
                 raise err.__cause__ from None
-            hint = " (set RAYTUNE_FT_DEBUG=1 for the traceback)" if err.__cause__ is not None else ""
-            click.echo(f"error: {err}{hint}", err=True)
+            click.echo(f"error: {err}{DEBUG_HINT if err.__cause__ is not None else ''}", err=True)
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except Exception as err:  # noqa: BLE001 - the CLI boundary: report, do not crash with a traceback
+            if os.environ.get("RAYTUNE_FT_DEBUG"):
+                raise
+            click.echo(f"error: the run failed: {type(err).__name__}: {err}{DEBUG_HINT}", err=True)
+            sys.exit(EXIT_RUN_FAILED)
 
     return wrapper
 
@@ -135,8 +142,8 @@ def report(run_dir, output_format, no_plots):
 def export(run_dir, out_dir):
     """Copy the best trial's model and tokenizer (save_pretrained layout) to --out."""
     out = api.export(run_dir, out_dir)
-    best = api.RunResult(run_dir).best
-    click.echo(f"exported trial {best.trial_id} to {out}")
+    exported = json.loads((out / "raytune_ft_best.json").read_text(encoding="utf-8"))
+    click.echo(f"exported trial {exported['trial_id']} to {out}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ OLD_MODULES: dict[str, tuple[str, ...]] = {
 
 # Old modules whose name is now a package: the package's __getattr__ answers their names.
 OLD_PACKAGE_NAMES: dict[str, tuple[str, ...]] = {
-    "raytune_ft.training": ("raytune_ft.training.loop",),
+    "raytune_ft.training": ("raytune_ft.training.loop", "raytune_ft.training.checkpointing"),
     "raytune_ft.report": ("raytune_ft.report.tables", "raytune_ft.report.html"),
     "raytune_ft.data": ("raytune_ft.data.raw", "raytune_ft.data.tokenized"),
 }

@@ -29,12 +29,13 @@ CONFIRM_FILE = "confirm.json"  # the confirm stage's table (tuning/confirm.py)
 TEST_FILE = "test.json"  # the winner's test-split metrics (tuning/holdout.py)
 
 
-def new_run_dir(output_dir: str, name: str | None, default_name: str) -> Path:
+def new_run_dir(output_dir: str, name: str | None, default_name: str, check: bool = True) -> Path:
     """A new run folder's path: <output.dir>/<output.name>, or <default_name>-<timestamp>.
-    Refused when it already holds something (a finished run is never written over)."""
+    Refused when it already holds something (a finished run is never written over); check=False
+    for the processes of a run whose main process checks (accelerate launch)."""
     name = name or f"{default_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     run_dir = (Path(output_dir).expanduser() / name).resolve()
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if check and run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"output: run folder {run_dir} already exists; choose another output.name or remove it")
     return run_dir
 

@@ -1,7 +1,7 @@
 """Experiment tracking: every trial's epochs in TensorBoard (default) and MLflow (optional).
 
-Both get the same scalars under the same names (eval/accuracy, eval/loss, training/loss,
-training/learning_rate, ...), one step per epoch, one run per trial named by its trial id, and
+Both get the same scalars under the same names (eval/accuracy, eval/loss, train/loss,
+train/learning_rate, ...), one step per epoch, one run per trial named by its trial id, and
 the trial's searched hyperparameters (TensorBoard's HParams tab, MLflow params). Both are
 local files unless told otherwise: no account, no server, no network.
 
@@ -35,7 +35,7 @@ TRAIN_SCALARS = {
 
 
 def epoch_scalars(result: dict) -> dict[str, float]:
-    """One epoch's result as tracked scalars: eval_f1 -> eval/f1, train_loss -> training/loss, ..."""
+    """One epoch's result as tracked scalars: eval_f1 -> eval/f1, train_loss -> train/loss, ..."""
     scalars = {}
     for key, value in result.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool):
