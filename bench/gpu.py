@@ -11,8 +11,12 @@ values for one epoch (nothing searched, FIFO), run three ways in one run:
   (c) search, --share trials at a time on the one GPU (gpus_per_worker=1/share).
 Reports (b)/(a) wall and in-trial samples/s, the start-up phases (as bench/overhead.py), and
 what sharing gives: the GPU's samples/s summed over the trials of (c) against one trial alone
-in (b), and each trial's peak GPU memory. A BENCH line is printed (and appended to --out/bench.jsonl)
-after each part, so a run cut off by its time limit still leaves what it measured.
+in (b), and each trial's peak GPU memory (allocated and reserved, as the tool reports them) against
+what nvidia-smi sees per process while (c) runs, with the GPU's mean utilisation. Part (d),
+fp16clip, trains once with fp16 and gradient clipping and checks the loss stays finite. Before
+anything it runs `pip check` and imports the tool, so a broken kit fails in seconds. A BENCH line is
+printed (and appended to --out/bench.jsonl) after each part, so a run cut off by its time limit
+still leaves what it measured.
 
 On the GPU machine (bench/gpu_kit.sh builds what it needs here, and prints the command):
     python bench/gpu.py --glue .gpu-kit/glue --tokenizer .gpu-kit/tokenizer --out $OUT
@@ -87,11 +91,11 @@ def overrides(args, model_dir: Path, out_dir: Path, name: str, trials: int, conc
     }
 
 
-def run_plain(args, model_dir: Path, out_dir: Path) -> dict:
+def run_plain(args, model_dir: Path, out_dir: Path, extra: dict | None = None) -> dict:
     from raytune_ft.config import load_config
 
     _, config_file = TASK_FOLDERS[args.task]
-    values = overrides(args, model_dir, out_dir, "plain", 1, 1, args.gpus)
+    values = {**overrides(args, model_dir, out_dir, "plain", 1, 1, args.gpus), **(extra or {})}
     config = load_config(REPO / "configs" / config_file, [f"{key}={value}" for key, value in values.items()])
     return run_plain_trials(config, args.trials)
 
@@ -114,6 +118,7 @@ def training_span(rows: list[dict]) -> float:
 def describe(run: dict) -> dict:
     rows = run["rows"]
     memory = [r["gpu_memory_peak_gib"] for r in rows if "gpu_memory_peak_gib" in r]
+    reserved = [r["gpu_memory_reserved_peak_gib"] for r in rows if "gpu_memory_reserved_peak_gib" in r]
     return {
         "wall_s": round(run["wall"], 1),
         "trials": len(rows),
@@ -122,10 +127,70 @@ def describe(run: dict) -> dict:
         # that ran together: what the GPU did; one at a time, the gaps between trials count too).
         "samples_per_s_all_trials": round(sum(r["examples_trained"] for r in rows) / training_span(rows), 1),
         "startup_s": startup(rows),
-        "gpu_memory_peak_gib": [round(m, 2) for m in memory],
+        "gpu_memory_peak_gib": [round(m, 2) for m in memory],  # allocated by tensors, per trial
+        "gpu_memory_reserved_peak_gib": [round(m, 2) for m in reserved],  # PyTorch's cache, per trial
         "devices": sorted({r["device"] for r in rows}),
         "dev_accuracy": [round(r["eval_accuracy"], 4) for r in rows],
     }
+
+
+def check_environment() -> dict:
+    """`pip check` and the tool's own imports, before minutes of work depend on them."""
+    import subprocess
+    import sys
+
+    checked = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+    import raytune_ft.training.loop  # noqa: F401 - torch, transformers, accelerate, datasets
+    import raytune_ft.tuning.run  # noqa: F401 - ray[tune,train], optuna
+
+    return {"pip_check_ok": checked.returncode == 0, "pip_check": checked.stdout.strip().splitlines()[:5]}
+
+
+class NvidiaSmi:
+    """Samples nvidia-smi every half second while a part runs: each process's GPU memory (its
+    peak) and the GPU's utilisation. Nothing where nvidia-smi is missing (the CPU smoke check)."""
+
+    def __init__(self):
+        import shutil
+        import threading
+
+        self.available = shutil.which("nvidia-smi") is not None
+        self.peak_mib: dict[str, int] = {}
+        self.utilisation: list[int] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self):
+        if self.available:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.available:
+            self.thread.join()
+
+    def _query(self, *args: str) -> list[list[str]]:
+        import subprocess
+
+        done = subprocess.run(["nvidia-smi", *args, "--format=csv,noheader,nounits"], capture_output=True, text=True)
+        return [[part.strip() for part in line.split(",")] for line in done.stdout.strip().splitlines() if line]
+
+    def _sample(self) -> None:
+        while not self.stop.wait(0.5):
+            for pid, used in self._query("--query-compute-apps=pid,used_memory"):
+                self.peak_mib[pid] = max(self.peak_mib.get(pid, 0), int(used))
+            self.utilisation += [int(row[0]) for row in self._query("--query-gpu=utilization.gpu")]
+
+    def summary(self) -> dict:
+        if not self.available:
+            return {"nvidia_smi": "not found"}
+        return {
+            "nvidia_smi_peak_gib_per_process": sorted(round(mib / 1024, 2) for mib in self.peak_mib.values()),
+            "nvidia_smi_mean_utilisation_pct": round(statistics.fmean(self.utilisation), 1)
+            if self.utilisation
+            else None,
+        }
 
 
 def emit(summary: dict, out: Path | None) -> None:
@@ -153,11 +218,12 @@ def main() -> None:
     )
     parser.add_argument("--share", type=int, default=4, help="trials sharing the GPU in part (c)")
     parser.add_argument("--cpus-per-trial", type=int, default=2)
-    parser.add_argument("--parts", default="plain,search1,shared")
+    parser.add_argument("--parts", default="plain,search1,shared,fp16clip")
     parser.add_argument("--out", default=None, help="also append the BENCH lines to OUT/bench.jsonl")
     args = parser.parse_args()
     args.gpus = 1 if args.device == "cuda" else 0
     out = Path(args.out) if args.out else None
+    environment = check_environment()
     work = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
     if args.tokenizer is None:
         from raytune_ft.data.sources import resolve_model_path
@@ -175,6 +241,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "mixed_precision": args.mixed_precision,
         "cpus_per_trial": args.cpus_per_trial,
+        **environment,
     }
     if args.device == "cuda":
         import torch
@@ -196,9 +263,13 @@ def main() -> None:
         emit(summary, out)
     if "shared" in parts:
         gpus = round(args.gpus / args.share, 4)
-        results["shared"] = shared = run_search(args, model_dir, work, "search-shared", args.share, args.share, gpus)
+        with NvidiaSmi() as smi:
+            results["shared"] = shared = run_search(
+                args, model_dir, work, "search-shared", args.share, args.share, gpus
+            )
         summary["shared"] = {
             **describe(shared),
+            **smi.summary(),
             "gpus_per_trial": gpus,
             "launch_to_first_trial_s": search_start(shared),
         }
@@ -211,6 +282,20 @@ def main() -> None:
             summary["shared_over_alone_wall_per_trial"] = round(
                 (shared["wall"] / args.share) / (results["search1"]["wall"] / args.trials), 3
             )
+        emit(summary, out)
+    if "fp16clip" in parts:
+        # fp16 with its gradient scaler and clipping at 1.0 (Trainer's default): a finite loss.
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)  # plain ran in this process with other settings
+        clipped = argparse.Namespace(**{**vars(args), "mixed_precision": "fp16", "trials": 1})
+        run = run_plain(clipped, model_dir, work, extra={"train.max_grad_norm": 1.0})
+        loss = run["rows"][0]["train_loss"]
+        summary["fp16clip"] = {
+            **describe(run),
+            "train_loss": loss,
+            "finite": loss == loss and abs(loss) != float("inf"),
+        }
         emit(summary, out)
 
 

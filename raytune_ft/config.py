@@ -66,7 +66,7 @@ class TrainSection(Section):
     num_epochs: int = Field(3, ge=1, le=1000)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     batch_size: int = Field(8, ge=1)
-    eval_batch_size: int = Field(32, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)  # null: 32 on the CPU, 128 on a GPU (no gradients to keep)
     weight_decay: float = Field(0.0, ge=0, lt=1)
     # Clip the gradients' total norm to this before each optimizer step (Trainer and the
     # original BERT recipe: 1.0); null: no clipping, as in the course loop.
@@ -269,6 +269,23 @@ class ResourcesSection(Section):
     # On a cluster: a custom resource (e.g. "head") that pins the trial drivers to the node
     # that has it, so they never sit on GPU workers. Default: drivers go anywhere (no CPU).
     driver_resource: str | None = None
+
+    @model_validator(mode="after")
+    def _check_gpu_shares(self) -> ResourcesSection:
+        gpus = self.gpus_per_worker
+        if gpus > 1 and not float(gpus).is_integer():
+            raise ValueError(
+                f"resources.gpus_per_worker: {gpus:g} GPUs; Ray gives a worker a share of one GPU (below 1) "
+                "or whole GPUs (1, 2, ...)"
+            )
+        if 0 < gpus < 1 and self.num_workers > 1:
+            # On one node every rank would get GPU 0: NCCL refuses two ranks on one GPU, and
+            # Accelerate would ask rank 1 for cuda:1.
+            raise ValueError(
+                f"resources.gpus_per_worker: a share of a GPU ({gpus:g}) needs resources.num_workers: 1; "
+                "the DDP ranks of one trial each need a GPU of their own (gpus_per_worker: 1)"
+            )
+        return self
 
 
 class OutputSection(Section):

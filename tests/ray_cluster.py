@@ -78,13 +78,19 @@ def stop_processes(procs: list[psutil.Process]) -> None:
 
 
 @contextmanager
-def local_cluster(node_resources: list[dict], cpus_per_node: int = 1):
-    """Start one Ray node per entry of node_resources (the first is the head); yield a LocalCluster."""
+def local_cluster(node_resources: list[dict], cpus_per_node: int = 1, gpus_per_node: int = 0):
+    """Start one Ray node per entry of node_resources (the first is the head); yield a LocalCluster.
+    gpus_per_node declares logical GPUs: Ray schedules by them, whatever the machine has."""
     # Short path: Ray's unix sockets live under the temp dir and must stay under 108 bytes.
     temp_dir = tempfile.mkdtemp(prefix="rtft-", dir="/tmp")
     port = unused_port()
     dashboard_port = unused_port(taken={port})
-    common = [f"--num-cpus={cpus_per_node}", "--num-gpus=0", "--object-store-memory=150000000", "--disable-usage-stats"]
+    common = [
+        f"--num-cpus={cpus_per_node}",
+        f"--num-gpus={gpus_per_node}",
+        "--object-store-memory=150000000",
+        "--disable-usage-stats",
+    ]
     # The nodes' processes inherit this: Ray Train's PlacementGroupCleaner finds its cluster by
     # it, not by looking for a running GCS, which fails when another Ray runtime runs on this
     # machine ("Found multiple active Ray instances"); the CPUs of stopped trials then stay taken.

@@ -46,6 +46,39 @@ def two_node_cluster():
 
 
 @pytest.mark.slow
+def test_four_quarter_gpu_trials_share_one_gpu_at_once(tiny_bert_dir, tmp_path):
+    """GPU scheduling without a GPU: a node that declares one logical GPU. Trials with
+    gpus_per_worker 0.25 run four at once, Ray tells each it has GPU 0, and the loop falls back
+    to the CPU (no CUDA here), as it would train on the GPU where there is one."""
+    raw = quick_config(
+        tiny_bert_dir,
+        data={"max_train_samples": 512},
+        train={"num_epochs": 2},
+        search={
+            "space": {"learning_rate": {"choice": [1e-3, 5e-4, 3e-4, 1e-4]}},
+            "algorithm": "grid",
+            "num_samples": 1,
+            "scheduler": "fifo",
+        },
+        resources={"cpus_per_worker": 0.5, "gpus_per_worker": 0.25},
+        tracking={"tensorboard": False},
+        output={"dir": str(tmp_path / "runs"), "name": "quarter-gpus", "keep_checkpoints": False},
+    )
+    with local_cluster([{}], cpus_per_node=2, gpus_per_node=1) as cluster:
+        result = search_in_process(raw, tmp_path, "--address", cluster.address, "--quiet")
+    assert result.exit_code == 0, result.output
+
+    run_dir = tmp_path / "runs" / "quarter-gpus"
+    events = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
+    starts = sorted(e["time"] for e in events if e["event"] == "started")
+    ends = sorted(e["time"] for e in events if e["event"] == "finished")
+    assert len(starts) == 4 and len(ends) == 4 and starts[-1] < ends[0]  # all four at once
+    assert {(e["device_type"], e["devices"]) for e in events} == {("gpu", 0.25)}
+    rows = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(row["gpu_ids"] == ["0"] and row["device"] == "cpu" for row in rows)
+
+
+@pytest.mark.slow
 def test_search_spreads_trials_over_both_nodes_into_shared_storage(two_node_cluster, tiny_bert_dir, tmp_path):
     storage = tmp_path / "shared-storage"
     raw = quick_config(

@@ -27,6 +27,15 @@ def test_unknown_key_suggests_the_right_one():
     assert "unknown key 'train.learnig_rate'" in message and "'train.learning_rate'" in message
 
 
+def test_a_share_of_a_gpu_is_for_one_worker_trials_only():
+    # Two ranks on one GPU: NCCL refuses duplicate GPUs, Accelerate asks rank 1 for cuda:1.
+    message = error_of({"resources": {"num_workers": 2, "gpus_per_worker": 0.5}})
+    assert "resources.gpus_per_worker: a share of a GPU" in message and "resources.num_workers: 1" in message
+    assert "whole GPUs" in error_of({"resources": {"gpus_per_worker": 1.5}})
+    validate_config({"resources": {"num_workers": 1, "gpus_per_worker": 0.25}})  # packed trials: fine
+    validate_config({"resources": {"num_workers": 2, "gpus_per_worker": 1}})  # a GPU per rank: fine
+
+
 @pytest.mark.parametrize(
     "raw, field",
     [

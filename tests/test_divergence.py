@@ -46,6 +46,44 @@ def test_guard_stops_a_loss_that_blows_up_without_nan():
             guard.check(40.0, epoch=2)
 
 
+def test_losses_checked_every_few_steps_stop_a_run_at_most_that_many_steps_later():
+    """The loop keeps step losses on the device and checks them every CHECK_EVERY steps: the
+    guard sees the same losses in the same order, so it fires on the same loss, at most
+    CHECK_EVERY - 1 steps after a check per step would have."""
+    import torch
+    from accelerate import Accelerator
+
+    from raytune_ft.training.loop import StepLosses
+
+    losses = [0.69, 0.7, 0.68, *[40.0] * 30]
+    per_step = DivergenceGuard(learning_rate=1.0)
+    with pytest.raises(TrainingDiverged) as at_once:
+        for step, loss in enumerate(losses):
+            fired_at = step
+            per_step.check(loss, epoch=1)
+    batched = StepLosses(DivergenceGuard(learning_rate=1.0), Accelerator(cpu=True))
+    with pytest.raises(TrainingDiverged) as later:
+        for step, loss in enumerate(losses):
+            stopped_at = step
+            batched.add(torch.tensor(loss), epoch=1)
+    assert str(later.value) == str(at_once.value)  # the same rule on the same losses
+    assert fired_at <= stopped_at < fired_at + StepLosses.CHECK_EVERY
+    assert stopped_at > fired_at  # one sync per CHECK_EVERY steps, not per step
+
+
+def test_the_last_steps_of_an_epoch_are_checked_at_its_end():
+    import torch
+    from accelerate import Accelerator
+
+    from raytune_ft.training.loop import StepLosses
+
+    batched = StepLosses(DivergenceGuard(learning_rate=1.0), Accelerator(cpu=True))
+    batched.add(torch.tensor(0.69), epoch=1)
+    batched.add(torch.tensor(float("nan")), epoch=1)  # fewer than CHECK_EVERY: not checked yet
+    with pytest.raises(TrainingDiverged, match="training loss is nan at epoch 1"):
+        batched.check(epoch=1)
+
+
 # lr=1.0 kills a MiniLM (loss 30-80), but on the tiny BERT its loss hovers around the guard's
 # 10x line, on one side with one torch thread and on the other with two. 9.0 (the highest the
 # config allows) is 14x over the line from the first ten steps, with one thread and with two.

@@ -70,6 +70,8 @@ def test_search_and_report_show_the_test_result_on_its_own_line(tested):
     result, run_dir, _, test = tested
     line = f"test (chosen on dev by eval_loss, reported on test, evaluated once): test_accuracy={test['metrics']['test_accuracy']:.4f}"
     assert line in result.output
+    # The evaluation after the search loads the winner quietly: no progress bar after the summary.
+    assert "Loading weights" not in result.output + (result.stderr or "")
     report = CliRunner().invoke(main, ["report", str(run_dir), "--no-plots"])
     assert line in report.output
     document = json.loads(CliRunner().invoke(main, ["report", str(run_dir), "--format", "json", "--no-plots"]).output)

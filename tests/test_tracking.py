@@ -108,9 +108,11 @@ def test_tensorboard_off_still_keeps_tunes_own_logger_out(tmp_path):
 
 
 def test_device_seconds_count_gpus_when_trials_use_them():
-    gpu = validate_config({"resources": {"num_workers": 2, "cpus_per_worker": 4, "gpus_per_worker": 0.25}}).resources
+    gpu = validate_config({"resources": {"num_workers": 2, "cpus_per_worker": 4, "gpus_per_worker": 1}}).resources
+    shared = validate_config({"resources": {"cpus_per_worker": 4, "gpus_per_worker": 0.25}}).resources
     cpu = validate_config({"resources": {"num_workers": 2, "cpus_per_worker": 3}}).resources
-    assert trial_devices(gpu) == ("gpu", 0.5) and device_unit("gpu") == "GPU-seconds"
+    assert trial_devices(gpu) == ("gpu", 2) and device_unit("gpu") == "GPU-seconds"
+    assert trial_devices(shared) == ("gpu", 0.25)
     assert trial_devices(cpu) == ("cpu", 6) and device_unit("cpu") == "CPU core-seconds"
 
 

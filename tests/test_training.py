@@ -237,3 +237,69 @@ def test_max_grad_norm_clips_the_gradients_before_every_step(tmp_path, tiny_bert
     unclipped, clipped = weight_change(None), weight_change(1e-12)
     assert unclipped > 1e-4
     assert clipped < unclipped / 100
+
+
+@pytest.mark.slow
+def test_a_half_precision_checkpoint_trains_in_fp32(tmp_path, minilm_path):
+    """transformers loads weights in the dtype the checkpoint stores: the packaged MiniLM saved
+    in fp16 trained with fp16 weights, and its loss was NaN at the second step (with a message
+    blaming the learning rate). The loop loads fp32 weights; mixed_precision decides compute."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    half = tmp_path / "minilm-fp16"
+    AutoModel.from_pretrained(minilm_path, dtype=torch.float16).save_pretrained(half)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(half)
+    config = validate_config(
+        quick_config(
+            half,
+            train={"num_epochs": 1, "batch_size": 8, "learning_rate": 1e-4},
+            data={"max_train_samples": 32, "max_eval_samples": 16},
+        )
+    )
+    data_path, _ = prepare_tokenized_data(config)
+    reporter = ListReporter()
+    training_function({"config": config.model_dump(), "data": str(data_path), "progress_bar": False}, reporter)
+
+    ((metrics, saved),) = reporter.epochs
+    assert metrics["train_loss"] == pytest.approx(metrics["train_loss"])  # not NaN
+    assert 0.3 < metrics["train_loss"] < 1.5 and "model.safetensors" in saved
+
+
+def test_a_reused_trial_process_frees_the_previous_runs_model(tiny_bert_dir, monkeypatch):
+    """Under mixed precision Accelerate wraps the model's forward in a reference cycle: after a
+    run returns, its model lives on until the cycle collector runs. The trial driver frees it
+    when the next trial starts in the process (free_previous_run), so a trial process serving
+    trial after trial does not keep the last trial's model and optimizer on the GPU."""
+    import gc
+    import weakref
+
+    from accelerate.state import AcceleratorState
+
+    from raytune_ft.training import loop
+
+    models = []
+    load = loop.AutoModelForSequenceClassification.from_pretrained
+
+    def load_and_watch(*args, **kwargs):
+        model = load(*args, **kwargs)
+        models.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(loop.AutoModelForSequenceClassification, "from_pretrained", load_and_watch)
+    raw = quick_config(tiny_bert_dir, train={"num_epochs": 1, "mixed_precision": "bf16"})
+    config = validate_config({**raw, "output": {"keep_checkpoints": False}})
+    data_path, _ = prepare_tokenized_data(config)
+    # Accelerate keeps one state per process; this process's other tests trained in fp32.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    gc.collect()
+    gc.disable()  # only the explicit collection below may free cycles
+    try:
+        loop_config = {"config": config.model_dump(), "data": str(data_path), "progress_bar": False}
+        training_function(loop_config, EpochReporter())
+        assert models[0]() is not None  # the run has returned, its model is still alive (in a cycle)
+        loop.free_previous_run()
+        assert models[0]() is None
+    finally:
+        gc.enable()
+        AcceleratorState._reset_state(reset_partial_state=True)

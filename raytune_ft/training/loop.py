@@ -15,6 +15,7 @@ metrics, the start-up timeline and checkpoint saving each have a small function 
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import socket
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.optim import AdamW
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -42,36 +43,40 @@ from raytune_ft.training.reporters import EpochReporter
 
 
 def training_function(loop_config: dict, reporter: EpochReporter) -> None:
-    """One fine-tuning run.
-
-    loop_config: {"config": Config as a dict (train.* already holds this trial's values),
-                  "data": tokenized data (a folder path, or a Ray object ref to the DatasetDict),
-                  "progress_bar": show a tqdm bar on the main process,
-                  "timeline": (optional) earlier start-up timestamps: driver_started_at, worker_started_at}
-    """
+    """One fine-tuning run. loop_config: {"config": the Config as a dict (train.* holds this run's
+    values), "data": the tokenized data (a cache folder, or a Ray object ref), "progress_bar": a tqdm
+    bar on the main process, "timeline": (optional) earlier start-up stamps (StartupTimeline)}."""
     timeline = StartupTimeline(loop_config.get("timeline", {}))
     config = Config(**loop_config["config"])
     hp, task = config.train, config.task_spec()
     model_path = resolve_model_path(config.model.name_or_path)
-    # cpu=True when no GPU is used: inside Ray Train workers that is what makes Accelerate
-    # join the gloo process group Ray set up (without it every worker trains alone).
-    accelerator = Accelerator(cpu=config.resources.gpus_per_worker == 0, mixed_precision=hp.mixed_precision)
+    accelerator = make_accelerator(config)
     set_seed(hp.seed)
 
     tokenized = open_tokenized(loop_config["data"])
     timeline.mark("data_ready_at")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    data_collator = DataCollatorWithPadding(tokenizer=tokenizer)
-    train_dataloader = DataLoader(tokenized["train"], shuffle=True, batch_size=hp.batch_size, collate_fn=data_collator)
+    # Mixed precision: batches padded to a multiple of 8 tokens, the shapes tensor cores want.
+    multiple = 8 if hp.mixed_precision != "no" else None
+    data_collator = DataCollatorWithPadding(tokenizer=tokenizer, pad_to_multiple_of=multiple)
+    loading = loader_options(config, accelerator.device)  # on a GPU: pinned memory, worker processes
+    train_dataloader = DataLoader(
+        tokenized["train"], shuffle=True, batch_size=hp.batch_size, collate_fn=data_collator, **loading
+    )
     # One per evaluation split: MNLI is scored on its matched and its mismatched dev set.
+    eval_batch = eval_batch_size(hp, accelerator.device)
     eval_dataloaders = [
-        DataLoader(tokenized[split], batch_size=hp.eval_batch_size, collate_fn=data_collator)
+        DataLoader(tokenized[split], batch_size=eval_batch, collate_fn=data_collator, **loading)
         for split in task.eval_splits
     ]
 
     # A restarted run (dead worker, resumed search) continues from its latest checkpoint.
+    # Weights in fp32 whatever the checkpoint stores (transformers loads dtype="auto"): AdamW on
+    # fp16 weights gives a NaN loss at the second step; train.mixed_precision decides compute.
     with reporter.restore_point() as restore_dir:
-        model = AutoModelForSequenceClassification.from_pretrained(restore_dir or model_path, **model_labels(task))
+        model = AutoModelForSequenceClassification.from_pretrained(
+            restore_dir or model_path, dtype=torch.float32, **model_labels(task)
+        )
         restored = load_training_state(restore_dir)
     optimizer = AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
     timeline.mark("model_ready_at")
@@ -91,11 +96,10 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
     )
 
     metric = GlueMetric(task.metric_names)
-    progress_bar = tqdm(
-        range(num_training_steps),
-        disable=not (loop_config.get("progress_bar", True) and accelerator.is_main_process),
-    )
+    show_bar = loop_config.get("progress_bar", True) and accelerator.is_main_process
+    progress_bar = tqdm(range(num_training_steps), disable=not show_bar)
     divergence = DivergenceGuard(hp.learning_rate)
+    step_losses = StepLosses(divergence, accelerator)
     best = BestScore(config.search.mode)
     start_epoch = 1
     if restored is not None:
@@ -110,18 +114,18 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
         for batch in train_dataloader:
             outputs = model(**batch)
             loss = outputs.loss
-            # The mean over the processes (DDP): every one of them decides the same, and they
-            # all stop together rather than one leaving the others waiting for its gradients.
-            divergence.check(accelerator.reduce(loss.detach(), "mean").item(), epoch)
+            step_losses.add(loss, epoch)  # the divergence check, every few steps (StepLosses)
             accelerator.backward(loss)
             if hp.max_grad_norm is not None:  # Accelerate's clip unscales fp16 gradients first
                 accelerator.clip_grad_norm_(model.parameters(), hp.max_grad_norm)
             optimizer.step()
             timeline.mark_once("first_step_at")
-            lr_scheduler.step()
+            if not accelerator.optimizer_step_was_skipped:  # fp16: the scaler skipped an inf step
+                lr_scheduler.step()
             optimizer.zero_grad()
             progress_bar.update(1)
             tally.add(batch, loss)
+        step_losses.check(epoch)
         trained = tally.gather(accelerator)
 
         # --- evaluate ----------------------------------------------------------------
@@ -132,18 +136,17 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
         if epoch == start_epoch:
             metrics.update(timeline.stamps)
         improved = best.update(metrics[f"eval_{config.metric}"])
-        # Ray Train keeps the checkpoint scored highest on this (the newest improving epoch's)
-        # plus the latest one, which a restart continues from.
-        metrics["best_so_far"] = float(improved)
+        metrics["best_so_far"] = float(improved)  # Tune and Ray Train keep the checkpoint scored highest on it
         print_epoch(accelerator, metrics)
-        # A plain run saves improving epochs only; a search saves every epoch, so that a
-        # restart loses at most the epoch it was in.
+        # A plain run saves improving epochs; a search every epoch: a restart loses at most one.
         keep = config.output.keep_checkpoints and (improved or reporter.resumable) and accelerator.is_main_process
         with tempfile.TemporaryDirectory(prefix="raytune-ft-ckpt-") as checkpoint_dir:
-            if keep:
+            if keep:  # with the training state where runs restart (a search)
+                state = training_state(epoch, best, divergence, optimizer, lr_scheduler, metrics)
                 resumable = reporter.resumable
-                state = training_state(epoch, best, divergence, optimizer, lr_scheduler, metrics) if resumable else None
-                save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), tokenizer, state)
+                save_checkpoint(
+                    checkpoint_dir, accelerator.unwrap_model(model), tokenizer, state if resumable else None
+                )
             reporter.report(metrics, checkpoint_dir if keep else None)
     progress_bar.close()
     accelerator.end_training()
@@ -160,8 +163,8 @@ def evaluate_on(
     model.eval()
     losses = []
     for batch in dataloader:
-        with torch.no_grad():
-            outputs = model(**batch)
+        with torch.no_grad():  # the model's own loss unasked (no labels): the per-example losses below
+            outputs = model(**{key: value for key, value in batch.items() if key != "labels"})
         if is_regression:
             predictions = outputs.logits.squeeze(-1)
             example_losses = F.mse_loss(predictions.float(), batch["labels"].float(), reduction="none")
@@ -253,6 +256,34 @@ def training_state(
     }
 
 
+class StepLosses:
+    """The divergence check without a device sync per step: the training losses stay on the
+    device, and every CHECK_EVERY steps (and at the end of each epoch) their mean over the
+    processes reaches the DivergenceGuard at once, one all-reduce for them all. The guard sees
+    the same losses in the same order as a check per step; a run that diverges stops at most
+    CHECK_EVERY - 1 steps later. With DDP every process decides the same, and they all stop
+    together rather than one leaving the others waiting for its gradients."""
+
+    CHECK_EVERY = 10
+
+    def __init__(self, guard: DivergenceGuard, accelerator: Accelerator):
+        self.guard, self.accelerator = guard, accelerator
+        self.pending: list[torch.Tensor] = []
+
+    def add(self, loss: torch.Tensor, epoch: int) -> None:
+        self.pending.append(loss.detach().float())
+        if len(self.pending) >= self.CHECK_EVERY:
+            self.check(epoch)
+
+    def check(self, epoch: int) -> None:
+        if not self.pending:
+            return
+        losses = self.accelerator.reduce(torch.stack(self.pending), "mean").tolist()
+        self.pending = []
+        for loss in losses:
+            self.guard.check(loss, epoch)
+
+
 @dataclass
 class TrainedEpoch:
     """One epoch's training pass over all processes (DDP: each saw its own shard)."""
@@ -282,6 +313,8 @@ class EpochTally:
 
     def gather(self, accelerator: Accelerator) -> TrainedEpoch:
         """With DDP each process saw its own shard of the data: gather the counts, sum the rest."""
+        if accelerator.device.type == "cuda":
+            torch.cuda.synchronize(accelerator.device)  # the epoch's kernels done before it is timed
         seconds = time.perf_counter() - self.started
         per_process = accelerator.gather(self.samples.reshape(1)).tolist()
         loss_sum, samples = accelerator.reduce(self.loss_sum, "sum"), accelerator.reduce(self.samples, "sum")
@@ -312,14 +345,10 @@ def epoch_metrics(
         "train_samples_per_second": trained.examples / trained.seconds,
         "epoch_seconds": time.perf_counter() - trained.started,  # training and evaluation
         "node_id": _node_id(),
-        "device": str(accelerator.device),
+        "device": device_name(accelerator.device),
         "num_processes": accelerator.num_processes,
-        # What one trial needs of a GPU: how many fit on one with fractional GPUs.
-        **(
-            {"gpu_memory_peak_gib": torch.cuda.max_memory_allocated(accelerator.device) / 2**30}
-            if accelerator.device.type == "cuda"
-            else {}
-        ),
+        **ray_gpu_ids(),
+        **gpu_memory_peaks(accelerator.device),
     }
 
 
@@ -342,6 +371,81 @@ class StartupTimeline:
 
     def mark_once(self, name: str) -> None:
         self.stamps.setdefault(name, time.time())
+
+
+def eval_batch_size(hp: TrainSection, device: torch.device) -> int:
+    """train.eval_batch_size, or by default 32 on the CPU and 128 on a GPU: evaluation keeps no
+    activations for a backward pass, and small batches would leave a GPU idle."""
+    return hp.eval_batch_size or (128 if device.type == "cuda" else 32)
+
+
+def make_accelerator(config: Config) -> Accelerator:
+    """The run's Accelerator, and on a GPU what keeps it busy: copies that do not block (from
+    pinned memory, loader_options) and TF32 matmuls."""
+    use_gpu = config.resources.gpus_per_worker > 0
+    # cpu=True when no GPU is used: inside Ray Train workers that is what makes Accelerate
+    # join the gloo process group Ray set up (without it every worker trains alone).
+    accelerator = Accelerator(
+        cpu=not use_gpu,
+        mixed_precision=config.train.mixed_precision,
+        dataloader_config=DataLoaderConfiguration(non_blocking=use_gpu and torch.cuda.is_available()),
+    )
+    if accelerator.device.type == "cuda":
+        # fp32 matmuls on TF32 tensor cores (Ampere and later), off in PyTorch by default: fp32
+        # fine-tuning runs several times faster at about fp32's accuracy.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return accelerator
+
+
+def loader_options(config: Config, device: torch.device) -> dict:
+    """On a GPU: batches in pinned host memory (copied without blocking, see non_blocking) and
+    collated in worker processes when the trial has CPUs to spare, off the training step's path.
+    On the CPU nothing changes: the training threads need every core the trial has."""
+    if device.type != "cuda":
+        return {}
+    workers = min(4, max(0, int(config.resources.cpus_per_worker) - 1))
+    return {"pin_memory": True, "num_workers": workers, "persistent_workers": workers > 0}
+
+
+def free_previous_run() -> None:
+    """A reused trial process may still hold the previous trial's model and optimizer: under
+    mixed precision Accelerate wraps the model's forward in a reference cycle, which only the
+    cycle collector frees. Collect it, give the cached GPU memory back, and start this run's
+    peak statistics from zero (gpu_memory_peaks)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def gpu_memory_peaks(device: torch.device) -> dict:
+    """This run's GPU memory peaks: its tensors (allocated) and PyTorch's cache (reserved: what
+    nvidia-smi shows of the process, less the CUDA context). How many trials fit on one GPU."""
+    if device.type != "cuda":
+        return {}
+    return {
+        "gpu_memory_peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+        "gpu_memory_reserved_peak_gib": torch.cuda.max_memory_reserved(device) / 2**30,
+    }
+
+
+def device_name(device: torch.device) -> str:
+    """cuda:0, not cuda: Accelerate leaves the index out for a single GPU."""
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
+
+
+def ray_gpu_ids() -> dict:
+    """The GPUs Ray gave this trial or worker (its share of one with fractional GPUs), by Ray's ids."""
+    try:
+        import ray
+
+        gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
+    except ImportError:
+        gpu_ids = []
+    return {"gpu_ids": [str(gpu_id) for gpu_id in gpu_ids]} if gpu_ids else {}
 
 
 def open_tokenized(handle):

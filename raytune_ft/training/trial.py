@@ -126,8 +126,11 @@ def train_in_trial_process(config: Config, data, driver_started_at: float) -> No
     os.environ.update(WORKER_ENV)
     import torch
 
-    from raytune_ft.training.loop import training_function
+    from raytune_ft.training.loop import free_previous_run, training_function
     from raytune_ft.training.reporters import TuneReporter
+
+    # This process may have run an earlier trial (Tune reuses trial processes): let go of it.
+    free_previous_run()
 
     # What a Ray Train worker gets from OMP_NUM_THREADS (THREADS_VARIABLE).
     torch.set_num_threads(threads_per_worker(config))

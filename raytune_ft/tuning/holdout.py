@@ -15,17 +15,14 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    DataCollatorWithPadding,
-)
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+from transformers.utils import logging as hf_logging
 
 from raytune_ft.config import Config, ConfigError
 from raytune_ft.data.tokenized import load_tokenized
 from raytune_ft.run_folder import TEST_FILE, Best, write_json_atomically
 from raytune_ft.tasks import EVAL_SUFFIXES
-from raytune_ft.training.loop import evaluate_on
+from raytune_ft.training.loop import eval_batch_size, evaluate_on
 from raytune_ft.training.metrics import GlueMetric
 
 
@@ -49,12 +46,22 @@ def evaluate_winner_on_test(config: Config, best: Best, data_path: Path, run_dir
         )
     task = config.task_spec()
     use_gpu = config.resources.gpus_per_worker > 0 and torch.cuda.is_available()
-    accelerator = Accelerator(cpu=not use_gpu)
+    # The same precision as the dev metrics that chose the winner (the loop's Accelerator).
+    accelerator = Accelerator(cpu=not use_gpu, mixed_precision=config.train.mixed_precision)
     tokenizer = AutoTokenizer.from_pretrained(best.checkpoint)
-    model = AutoModelForSequenceClassification.from_pretrained(best.checkpoint)
+    # fp32 weights, as the loop loads them; no "Loading weights" bar below the search's summary.
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(best.checkpoint, dtype=torch.float32)
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     test_split = load_tokenized(data_path)["test"]
     dataloader = DataLoader(
-        test_split, batch_size=config.train.eval_batch_size, collate_fn=DataCollatorWithPadding(tokenizer=tokenizer)
+        test_split,
+        batch_size=eval_batch_size(config.train, accelerator.device),
+        collate_fn=DataCollatorWithPadding(tokenizer=tokenizer),
     )
     dataloader, model = accelerator.prepare(dataloader, model)
     started = time.perf_counter()

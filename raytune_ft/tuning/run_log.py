@@ -28,7 +28,7 @@ REPORTED_KEYS = (
     "learning_rate", "last_learning_rate",
     "examples_trained", "examples_trained_per_process", "examples_evaluated", "examples_evaluated_mm",
     "epoch_seconds", "node_id", "device", "num_processes", "checkpoint_path",
-    "gpu_memory_peak_gib",  # on a GPU only
+    "gpu_memory_peak_gib", "gpu_memory_reserved_peak_gib", "gpu_ids",  # with GPUs only
     *STARTUP_PHASES,  # epoch 1 (or the first after a restart)
     "best_so_far", "resumed_from_epoch",
 )  # fmt: skip
