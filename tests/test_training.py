@@ -245,6 +245,7 @@ def test_a_half_precision_checkpoint_trains_in_fp32(tmp_path, minilm_path):
     in fp16 trained with fp16 weights, and its loss was NaN at the second step (with a message
     blaming the learning rate). The loop loads fp32 weights; mixed_precision decides compute."""
     import torch
+    from safetensors import safe_open
     from transformers import AutoModel, AutoTokenizer
 
     half = tmp_path / "minilm-fp16"
@@ -258,12 +259,20 @@ def test_a_half_precision_checkpoint_trains_in_fp32(tmp_path, minilm_path):
         )
     )
     data_path, _ = prepare_tokenized_data(config)
-    reporter = ListReporter()
+    dtypes = set()
+
+    class SavedDtypes(ListReporter):
+        def report(self, metrics, checkpoint_dir):
+            super().report(metrics, checkpoint_dir)
+            with safe_open(f"{checkpoint_dir}/model.safetensors", "pt") as weights:
+                dtypes.update(weights.get_tensor(name).dtype for name in weights.keys())
+
+    reporter = SavedDtypes()
     training_function({"config": config.model_dump(), "data": str(data_path), "progress_bar": False}, reporter)
 
-    ((metrics, saved),) = reporter.epochs
+    ((metrics, _),) = reporter.epochs
     assert metrics["train_loss"] == pytest.approx(metrics["train_loss"])  # not NaN
-    assert 0.3 < metrics["train_loss"] < 1.5 and "model.safetensors" in saved
+    assert 0.3 < metrics["train_loss"] < 1.5 and dtypes == {torch.float32}
 
 
 def test_a_reused_trial_process_frees_the_previous_runs_model(tiny_bert_dir, monkeypatch):
