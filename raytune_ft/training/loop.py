@@ -78,7 +78,8 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
             restore_dir or model_path, dtype=torch.float32, **model_labels(task)
         )
         restored = load_training_state(restore_dir)
-    optimizer = AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    # On a GPU one fused kernel per update (fewer launches per step); on the CPU as before.
+    optimizer = AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay, fused=on_gpu(accelerator))
     timeline.mark("model_ready_at")
 
     train_dataloader, *eval_dataloaders, model, optimizer = accelerator.prepare(
@@ -371,6 +372,10 @@ class StartupTimeline:
 
     def mark_once(self, name: str) -> None:
         self.stamps.setdefault(name, time.time())
+
+
+def on_gpu(accelerator: Accelerator) -> bool:
+    return accelerator.device.type == "cuda"
 
 
 def eval_batch_size(hp: TrainSection, device: torch.device) -> int:
