@@ -26,7 +26,7 @@ from typing import Any, Union
 
 from raytune_ft.config import Config, apply_override, load_config, resume_overrides, validate_config
 from raytune_ft.errors import ConfigError, RaytuneFtError, RunFailed
-from raytune_ft.run_folder import BEST_FILE, CONFIG_FILE, Best, new_run_dir
+from raytune_ft.run_folder import BEST_FILE, CONFIG_FILE, Best, new_run_dir, read_json
 
 ConfigLike = Union[str, os.PathLike, dict, Config]
 
@@ -78,10 +78,8 @@ class RunResult:
     @property
     def best(self) -> Best | None:
         """The winner as best.json names it (after a confirm stage, the confirmed one), else the best epoch so far."""
-        path = self.run_dir / BEST_FILE
-        if path.is_file():
-            return Best(**json.loads(path.read_text(encoding="utf-8")))
-        return self.summary.best
+        document = read_json(self.run_dir, BEST_FILE)
+        return Best(**document) if document is not None else self.summary.best
 
     @property
     def trials(self):
@@ -193,10 +191,9 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Copy the best trial's model and tokenizer (save_pretrained layout) to `out`, with
     raytune_ft_best.json beside them. `out` must be new or empty; nothing half-copied is left there."""
     run_dir, out_dir = Path(run_dir), Path(out)
-    best_path = run_dir / BEST_FILE
-    if not best_path.is_file():
+    best = read_json(run_dir, BEST_FILE)
+    if best is None:
         raise ConfigError(f"{run_dir} has no {BEST_FILE}; is it a finished search's run folder?")
-    best = json.loads(best_path.read_text(encoding="utf-8"))
     checkpoint = best.get("checkpoint")
     if not checkpoint or not Path(checkpoint).is_dir():
         raise ConfigError(

@@ -46,15 +46,22 @@ def _read_jsonl(path: Path) -> list[dict]:
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            pass  # a line cut short by a crash while it was written; the rest is good
+            continue  # a line cut short by a crash while it was written; the rest is good
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 
 def _append_jsonl(path: Path, row: dict) -> None:
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(row) + "\n")
+    with path.open("ab+") as handle:  # append mode: every write goes to the end
+        handle.seek(0, os.SEEK_END)
+        if handle.tell():
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")  # a line cut short by a kill: the new row starts a line of its own
+        handle.write((json.dumps(row) + "\n").encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -97,14 +104,26 @@ def append_trial_event(run_dir: Path, event: dict) -> None:
 
 
 def read_search_state(run_dir: Path) -> dict:
-    path = Path(run_dir) / SEARCH_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return read_json(run_dir, SEARCH_FILE) or {}
 
 
 def read_json(run_dir: Path, name: str) -> dict | None:
-    """One of the run folder's JSON files (confirm.json, test.json), or None where it is not there."""
+    """One of the run folder's JSON files (search.json, best.json, confirm.json, test.json), or
+    None where it is not there. A damaged one is bad input: one line that names it."""
     path = Path(run_dir) / name
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(
+            f"{path}: damaged, not a JSON document ({err}); restore it from a backup or remove it"
+        ) from None
+    if not isinstance(document, dict):
+        raise ConfigError(
+            f"{path}: damaged, a JSON {type(document).__name__} instead of an object; restore or remove it"
+        )
+    return document
 
 
 def write_search_state(run_dir: Path, state: dict) -> None:

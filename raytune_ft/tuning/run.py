@@ -89,6 +89,7 @@ def run_search(
     console = console or make_console()
     if resume_dir:
         run_dir = Path(resume_dir).resolve()
+        check_resumable(run_dir, f"{storage_root(config, run_dir)}/{TUNE_DIR}")
     else:
         run_dir = new_run_dir(config.output.dir, config.output.name, config.task)
         check_storage_unused(storage_root(config, run_dir))
@@ -183,9 +184,7 @@ def check_cluster(config: Config, run_dir: Path, resume_dir: Path | None, ray_ru
     """What the cluster must offer is checked before the run folder exists; on a refusal Ray stops."""
     try:
         storage = storage_root(config, run_dir)
-        if resume_dir:
-            check_resumable(run_dir, f"{storage}/{TUNE_DIR}")
-        else:
+        if not resume_dir:  # (a resumed search was checked before its data was prepared)
             check_storage_is_shared(config, storage)
         return Placement(storage, concurrent_trials(config), trial_resources(config))
     except BaseException:
