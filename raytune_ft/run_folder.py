@@ -12,8 +12,11 @@ winner on the test split, optional) say how the winner was chosen and how it sco
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +30,73 @@ BEST_FILE = "best.json"
 CONFIG_FILE = "config.yaml"
 CONFIRM_FILE = "confirm.json"  # the confirm stage's table (tuning/confirm.py)
 TEST_FILE = "test.json"  # the winner's test-split metrics (tuning/holdout.py)
+
+
+class RunFolderLock:
+    """One process writes a run folder at a time: an exclusive lock (flock) on a file named after
+    the folder, in this machine's temporary directory, so that a refused search leaves nothing in
+    output.dir. The kernel drops the lock when the process ends, however it ends."""
+
+    def __init__(self, run_dir: Path):
+        digest = hashlib.sha256(str(run_dir).encode()).hexdigest()[:24]
+        self.path = Path(tempfile.gettempdir()) / "raytune-ft-locks" / f"{digest}.lock"
+        self.handle = None
+        self.holder: str | None = None  # the pid that holds it, when acquire() failed
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            self.holder = handle.read().strip() or "unknown"
+            handle.close()
+            return False
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self.handle = handle
+        return True
+
+    def release(self) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+
+def claim_new_run_dir(output_dir: str, name: str | None, default_name: str) -> tuple[Path, RunFolderLock]:
+    """A new run folder for this process alone, locked (release the lock when done). A default
+    name (<default_name>-<timestamp>) taken by another search started the same second gets -2,
+    -3, ...; a name the config gives is refused while another process writes it."""
+    stamp = f"{default_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    for attempt in range(1, 1000):
+        candidate = name or (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        run_dir = (Path(output_dir).expanduser() / candidate).resolve()
+        lock = RunFolderLock(run_dir)
+        if name is None and (run_dir.exists() or not lock.acquire()):
+            continue
+        if name is not None:
+            new_run_dir(output_dir, name, default_name)  # refuses a folder that holds a run
+            if not lock.acquire():
+                raise ConfigError(
+                    f"output: run folder {run_dir} is being written by process {lock.holder}; "
+                    "wait for that search to end, or choose another output.name"
+                )
+        return run_dir, lock
+    raise ConfigError(f"output: no free run folder name under {output_dir} for {stamp}; set output.name")
+
+
+def claim_run_dir(run_dir: Path) -> RunFolderLock:
+    """The lock of an existing run folder (--resume), or one line naming the process that holds it."""
+    lock = RunFolderLock(run_dir)
+    if not lock.acquire():
+        raise ConfigError(
+            f"--resume {run_dir}: process {lock.holder} is writing this run folder; wait for it or stop it"
+        )
+    return lock
 
 
 def new_run_dir(output_dir: str, name: str | None, default_name: str, check: bool = True) -> Path:

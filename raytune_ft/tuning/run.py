@@ -41,8 +41,9 @@ from raytune_ft.run_folder import (
     CONFIG_FILE,
     Best,
     any_trial_cut_off,
+    claim_new_run_dir,
+    claim_run_dir,
     find_best,
-    new_run_dir,
     read_epochs,
     read_search_state,
     write_best,
@@ -87,11 +88,26 @@ def run_search(
     config.yaml `config` was read from): finished trials stay as they are, unfinished ones
     start again from their latest checkpoint, and the searcher goes on where it stopped."""
     console = console or make_console()
+    # This process alone writes the run folder until the search ends (RunFolderLock).
     if resume_dir:
         run_dir = Path(resume_dir).resolve()
+        lock = claim_run_dir(run_dir)
+    else:
+        run_dir, lock = claim_new_run_dir(config.output.dir, config.output.name, config.task)
+    try:
+        return search_in(run_dir, config, address, console, verbose, quiet, resumed=bool(resume_dir))
+    finally:
+        lock.release()
+
+
+def search_in(
+    run_dir: Path, config: Config, address: str | None, console: Console, verbose: bool, quiet: bool, resumed: bool
+) -> SearchOutcome:
+    """The search's steps, in a run folder this process holds (new, or resumed)."""
+    resume_dir = run_dir if resumed else None
+    if resumed:
         check_resumable(run_dir, f"{storage_root(config, run_dir)}/{TUNE_DIR}")
     else:
-        run_dir = new_run_dir(config.output.dir, config.output.name, config.task)
         check_storage_unused(storage_root(config, run_dir))
     check_tracking_available(config)
     # Data first: bad data is reported before Ray starts and before the run folder exists.
