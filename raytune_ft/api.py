@@ -26,7 +26,7 @@ from typing import Any, Union
 
 from raytune_ft.config import Config, apply_override, load_config, resume_overrides, validate_config
 from raytune_ft.errors import ConfigError, RaytuneFtError, RunFailed
-from raytune_ft.run_folder import BEST_FILE, CONFIG_FILE, Best, new_run_dir, read_json
+from raytune_ft.run_folder import BEST_FILE, CONFIG_FILE, Best, new_run_dir, read_json, read_search_state
 
 ConfigLike = Union[str, os.PathLike, dict, Config]
 
@@ -69,7 +69,9 @@ class RunResult:
     @property
     def status(self) -> str:
         """running | finished | interrupted | failed, or unknown (a plain run has no search.json)."""
-        return self.summary.status
+        from raytune_ft.report.summary import search_status
+
+        return search_status(read_search_state(self.run_dir))  # search.json alone, not the whole summary
 
     @property
     def config(self) -> Config:

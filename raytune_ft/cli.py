@@ -16,10 +16,10 @@ import click
 
 from raytune_ft import api
 from raytune_ft.environment import CLI_DEFAULTS, set_defaults
-from raytune_ft.errors import RaytuneFtError
+from raytune_ft.errors import ConfigError, RaytuneFtError, RunFailed
 
-EXIT_BAD_INPUT = 2
-EXIT_RUN_FAILED = 1
+EXIT_BAD_INPUT = ConfigError.exit_code  # 2
+EXIT_RUN_FAILED = RunFailed.exit_code  # 1
 EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
 DEBUG_HINT = " (set RAYTUNE_FT_DEBUG=1 for the traceback)"
 

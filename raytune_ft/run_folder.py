@@ -68,24 +68,24 @@ class RunFolderLock:
 
 
 def claim_new_run_dir(output_dir: str, name: str | None, default_name: str) -> tuple[Path, RunFolderLock]:
-    """A new run folder for this process alone, locked (release the lock when done). A default
-    name (<default_name>-<timestamp>) taken by another search started the same second gets -2,
-    -3, ...; a name the config gives is refused while another process writes it."""
-    stamp = f"{default_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    for attempt in range(1, 1000):
-        candidate = name or (stamp if attempt == 1 else f"{stamp}-{attempt}")
-        run_dir = (Path(output_dir).expanduser() / candidate).resolve()
+    """A new run folder for this process alone, locked (release the lock when done). A name the
+    config gives is refused while another process writes it; a default name (<default_name>-
+    <timestamp>) taken by another search started the same second gets -2, -3, ..."""
+    if name is not None:
+        run_dir = new_run_dir(output_dir, name, default_name)  # refuses a folder that holds a run
         lock = RunFolderLock(run_dir)
-        if name is None and (run_dir.exists() or not lock.acquire()):
-            continue
-        if name is not None:
-            new_run_dir(output_dir, name, default_name)  # refuses a folder that holds a run
-            if not lock.acquire():
-                raise ConfigError(
-                    f"output: run folder {run_dir} is being written by process {lock.holder}; "
-                    "wait for that search to end, or choose another output.name"
-                )
+        if not lock.acquire():
+            raise ConfigError(
+                f"output: run folder {run_dir} is being written by process {lock.holder}; "
+                "wait for that search to end, or choose another output.name"
+            )
         return run_dir, lock
+    stamp = default_run_name(default_name)
+    for attempt in range(1, 1000):
+        run_dir = new_run_dir(output_dir, stamp if attempt == 1 else f"{stamp}-{attempt}", default_name, check=False)
+        lock = RunFolderLock(run_dir)
+        if not run_dir.exists() and lock.acquire():
+            return run_dir, lock
     raise ConfigError(f"output: no free run folder name under {output_dir} for {stamp}; set output.name")
 
 
@@ -99,12 +99,15 @@ def claim_run_dir(run_dir: Path) -> RunFolderLock:
     return lock
 
 
+def default_run_name(default_name: str) -> str:
+    return f"{default_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
 def new_run_dir(output_dir: str, name: str | None, default_name: str, check: bool = True) -> Path:
     """A new run folder's path: <output.dir>/<output.name>, or <default_name>-<timestamp>.
     Refused when it already holds something (a finished run is never written over); check=False
     for the processes of a run whose main process checks (accelerate launch)."""
-    name = name or f"{default_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    run_dir = (Path(output_dir).expanduser() / name).resolve()
+    run_dir = (Path(output_dir).expanduser() / (name or default_run_name(default_name))).resolve()
     if check and run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"output: run folder {run_dir} already exists; choose another output.name or remove it")
     return run_dir

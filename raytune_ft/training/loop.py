@@ -314,7 +314,7 @@ class EpochTally:
 
     def gather(self, accelerator: Accelerator) -> TrainedEpoch:
         """With DDP each process saw its own shard of the data: gather the counts, sum the rest."""
-        if accelerator.device.type == "cuda":
+        if on_gpu(accelerator):
             torch.cuda.synchronize(accelerator.device)  # the epoch's kernels done before it is timed
         seconds = time.perf_counter() - self.started
         per_process = accelerator.gather(self.samples.reshape(1)).tolist()
@@ -395,7 +395,7 @@ def make_accelerator(config: Config) -> Accelerator:
         mixed_precision=config.train.mixed_precision,
         dataloader_config=DataLoaderConfiguration(non_blocking=use_gpu and torch.cuda.is_available()),
     )
-    if accelerator.device.type == "cuda":
+    if on_gpu(accelerator):
         # fp32 matmuls on TF32 tensor cores (Ampere and later), off in PyTorch by default: fp32
         # fine-tuning runs several times faster at about fp32's accuracy.
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -104,17 +104,17 @@ def search_in(
     run_dir: Path, config: Config, address: str | None, console: Console, verbose: bool, quiet: bool, resumed: bool
 ) -> SearchOutcome:
     """The search's steps, in a run folder this process holds (new, or resumed)."""
-    resume_dir = run_dir if resumed else None
+    storage = storage_root(config, run_dir)
     if resumed:
-        check_resumable(run_dir, f"{storage_root(config, run_dir)}/{TUNE_DIR}")
+        check_resumable(run_dir, f"{storage}/{TUNE_DIR}")
     else:
-        check_storage_unused(storage_root(config, run_dir))
+        check_storage_unused(storage)
     check_tracking_available(config)
     # Data first: bad data is reported before Ray starts and before the run folder exists.
     data_paths = prepare_data(config, console, quiet)
     ray_runtime = start_ray(address, verbose)
-    placement = check_cluster(config, run_dir, resume_dir, ray_runtime)
-    state = open_run_folder(config, run_dir, resume=bool(resume_dir))
+    placement = check_cluster(config, storage, resumed, ray_runtime)
+    state = open_run_folder(config, run_dir, resume=resumed)
     progress = SearchProgress(console, config.metric, config.search.mode, planned_trials(config), quiet=quiet)
     set_defaults({**TUNE_SETTINGS, **RAY_TRAIN_SETTINGS})
     # Tune advises reuse_actors for PBT: one-worker trials have it (tuner.reuses_trial_processes);
@@ -126,7 +126,7 @@ def search_in(
         trainable = tune.with_resources(tune.with_parameters(run_trial, **trial_kwargs), placement.resources_per_trial)
         under_pbt = config.search.scheduler == "pbt"
         callbacks = [RunFolderLog(run_dir, config, progress, pbt=under_pbt), *tracking_callbacks(config, run_dir)]
-        if resume_dir:
+        if resumed:
             tuner = restore_tuner(trainable, placement.storage, callbacks)
             _say(console, quiet, f"resuming the search in {run_dir}")
         else:
@@ -196,11 +196,10 @@ def start_ray(address: str | None, verbose: bool) -> ExitStack:
     return local_runtime
 
 
-def check_cluster(config: Config, run_dir: Path, resume_dir: Path | None, ray_runtime: ExitStack) -> Placement:
+def check_cluster(config: Config, storage: str, resumed: bool, ray_runtime: ExitStack) -> Placement:
     """What the cluster must offer is checked before the run folder exists; on a refusal Ray stops."""
     try:
-        storage = storage_root(config, run_dir)
-        if not resume_dir:  # (a resumed search was checked before its data was prepared)
+        if not resumed:  # (a resumed search was checked before its data was prepared)
             check_storage_is_shared(config, storage)
         return Placement(storage, concurrent_trials(config), trial_resources(config))
     except BaseException:
