@@ -116,9 +116,10 @@ class SearchSection(Section):
     # perturbation_interval epochs, restarts its worst trials from a copy of its best ones with
     # perturbed learning_rate / warmup_ratio; fifo runs every trial to its end.
     scheduler: Literal["fifo", "asha", "pbt"] = "asha"
-    # How the next trial's values are chosen: tpe (Optuna), random (Ray Tune's sampling of
-    # the space), or grid (every combination of the keys' choice lists, num_samples times).
-    algorithm: Literal["tpe", "random", "grid"] = "tpe"
+    # How the next trial's values are chosen: tpe (Optuna's Tree-structured Parzen Estimator),
+    # gp (Optuna's Gaussian-process sampler), random (Ray Tune's sampling of the space), or grid
+    # (every combination of the keys' choice lists, num_samples times).
+    algorithm: Literal["tpe", "gp", "random", "grid"] = "tpe"
     # What ASHA (at each rung) and PBT (at each perturbation step) compare trials on: a metric
     # name as in `metric`. loss (eval_loss, lower is better) by default, whatever `metric` is: after
     # an epoch or two accuracy and F1 tie or invert (a trial stuck on the majority class can outscore
@@ -135,10 +136,13 @@ class SearchSection(Section):
     # trial's last epoch); true waits until every trial has reached the step, at the price of
     # restarting every trial there (a trial start-up each).
     synch: bool = False
-    # Optuna (TPE): the same seed gives the same suggestions for the same results.
+    # Optuna (tpe, gp): the same seed gives the same suggestions for the same results.
     seed: int = 0
-    multivariate: bool = False  # model the searched hyperparameters jointly, not one by one
-    n_startup_trials: int = Field(10, ge=0)  # random suggestions before TPE takes over (Optuna's default)
+    multivariate: bool = False  # TPE: model the searched hyperparameters jointly, not one by one
+    # Trials (the points tried first included) before the model takes over; the rest are random.
+    # null: from num_samples (startup_trials below), so that even 4 or 8 trials are model-based;
+    # Optuna's own default, 10, would leave every search of 10 trials or fewer random.
+    n_startup_trials: int | None = Field(None, ge=0)
     # Points tried first. null: the config's own train.* values (when inside the space);
     # []: none; or a list like [{learning_rate: 5.0e-5, num_epochs: 3}] (keys left out
     # take the train.* value).

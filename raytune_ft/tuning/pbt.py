@@ -13,12 +13,13 @@ to relay its epochs to Tune: training/pbt_relay.py.
 
 from __future__ import annotations
 
-from ray.tune.schedulers import PopulationBasedTraining
-
 from raytune_ft.config import PBT_MUTATIONS, Config
+from raytune_ft.tuning.leader import LeaderKeepingPBT, SearchLeader
 
 
-def build_pbt_scheduler(config: Config, param_space: dict, metric: str, mode: str) -> PopulationBasedTraining:
+def build_pbt_scheduler(
+    config: Config, param_space: dict, metric: str, mode: str, leader: SearchLeader
+) -> LeaderKeepingPBT:
     mutations, bounds = {}, {}
     for key in PBT_MUTATIONS:
         if key not in config.search.space:
@@ -35,7 +36,8 @@ def build_pbt_scheduler(config: Config, param_space: dict, metric: str, mode: st
             new_config[key] = min(max(new_config[key], low), high)
         return new_config
 
-    return PopulationBasedTraining(
+    return LeaderKeepingPBT(
+        leader=leader,  # never overwritten by a clone
         metric=metric,  # which trials are strong: config.scheduler_metric
         mode=mode,
         time_attr="epoch",  # the trial's own epoch: a clone goes on at its donor's epoch + 1

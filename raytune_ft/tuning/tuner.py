@@ -15,11 +15,12 @@ import math
 
 import optuna
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from raytune_ft.config import Config, inside_space
+from raytune_ft.tuning.leader import LeaderKeepingASHA, SearchLeader
 from raytune_ft.tuning.pbt import build_pbt_scheduler
 
 TUNE_DIR = "tune"  # Ray Tune's experiment folder, under the search's storage
@@ -94,13 +95,16 @@ def max_epochs(config: Config) -> int:
 
 def build_scheduler(config: Config):
     """ASHA and PBT get their own metric (config.scheduler_metric, eval_loss by default), which may
-    differ from the search's: so Tune's TuneConfig gets none, and the searcher gets the search's."""
+    differ from the search's: so Tune's TuneConfig gets none, and the searcher gets the search's.
+    Neither stops the trial that leads on the search's metric (tuning/leader.py)."""
     metric, mode = config.scheduler_metric
+    leader = SearchLeader(f"eval_{config.metric}", config.search.mode)
     if config.search.scheduler == "pbt":
-        return build_pbt_scheduler(config, build_param_space(config), metric, mode)
+        return build_pbt_scheduler(config, build_param_space(config), metric, mode, leader)
     if config.search.scheduler == "asha":
         # One Tune iteration = one reported epoch.
-        return ASHAScheduler(
+        return LeaderKeepingASHA(
+            leader=leader,
             metric=metric,
             mode=mode,
             # The trial's own epoch count, not Tune's iteration count: a trial restarted by
@@ -132,17 +136,33 @@ def build_search_algorithm(config: Config, max_concurrent: int = 0) -> Searcher 
             max_concurrent=max_concurrent,
         )
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" in our output
-    sampler = optuna.samplers.TPESampler(
-        seed=config.search.seed,
-        multivariate=config.search.multivariate,
-        n_startup_trials=config.search.n_startup_trials,
-    )
     return OptunaSearch(
         points_to_evaluate=points_to_evaluate(config) or None,
-        sampler=sampler,
+        sampler=build_optuna_sampler(config),
         metric=f"eval_{config.metric}",
         mode=config.search.mode,
     )
+
+
+def build_optuna_sampler(config: Config) -> optuna.samplers.BaseSampler:
+    search = config.search
+    if search.algorithm == "gp":
+        # deterministic_objective=False: two trainings of one config differ (data order, dropout).
+        return optuna.samplers.GPSampler(seed=search.seed, n_startup_trials=startup_trials(config))
+    return optuna.samplers.TPESampler(
+        seed=search.seed, multivariate=search.multivariate, n_startup_trials=startup_trials(config)
+    )
+
+
+def startup_trials(config: Config) -> int:
+    """Finished trials Optuna waits for before its model suggests the next one: the config's
+    n_startup_trials, or else a quarter of the budget, 2 to 10. The points tried first count among
+    them (Ray's OptunaSearch enqueues them as trials). Suggestions made while fewer have finished
+    are random: an 8-trial search, 2 at a time, is the baseline and 2 random trials, then 5 the
+    model suggests."""
+    if config.search.n_startup_trials is not None:
+        return config.search.n_startup_trials
+    return max(2, min(10, config.search.num_samples // 4))
 
 
 def tune_max_concurrent_trials(search_alg, max_concurrent: int) -> int | None:
