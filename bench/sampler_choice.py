@@ -58,7 +58,7 @@ def search_values(args, algorithm: str, trials: int, seed: int, out_dir: Path, n
 
 
 def run_one(args, algorithm: str, trials: int, seed: int, out_dir: Path) -> dict:
-    name = f"{algorithm}-{trials}-s{seed}"
+    name = f"{algorithm}-{trials}-s{seed}{args.tag}"
     run = run_cli_search_once("sst2.yaml", search_values(args, algorithm, trials, seed, out_dir, name), out_dir / name)
     epochs = read_reported_epochs(out_dir / name)
     best = max(epochs, key=lambda row: row["eval_accuracy"])
@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=400, help="seeded subset of SST-2 train")
     parser.add_argument("--eval-samples", type=int, default=436, help="seeded subset of SST-2 dev (872 rows)")
     parser.add_argument("--set", action="append", default=[], help="a further key=value for every search")
+    parser.add_argument("--tag", default="", help="appended to each run folder's name (runs with other --set values)")
     parser.add_argument("--out", required=True, help="run folders go here (kept: a rerun reads finished ones)")
     args = parser.parse_args()
     out_dir = Path(args.out)

@@ -127,3 +127,33 @@ def test_grid_and_random_algorithms():
         load_config(None, ["search.algorithm=grid", "search.space={learning_rate: {loguniform: [1.0e-5, 1.0e-4]}}"])
     with pytest.raises(ConfigError, match="algorithm"):
         load_config(None, ["search.algorithm=bayes"])
+
+
+def test_an_8_trial_search_is_model_based_after_its_start_up():
+    """n_startup_trials defaults to a quarter of num_samples (2 of 8): from the third suggestion
+    on, the model's, not the random ones Optuna's own default (10) would give all 8 trials."""
+    from raytune_ft.tuning.tuner import startup_trials
+
+    config = validate_config(quick_config("m", search={"space": SPACE, "num_samples": 8}))
+    assert startup_trials(config) == 2
+    model_based = suggestions({"seed": 3, "num_samples": 8}, count=8)
+    random_only = suggestions({"seed": 3, "num_samples": 8, "n_startup_trials": 100}, count=8)
+    assert model_based[:2] == random_only[:2] and model_based[2:] != random_only[2:]
+    # TPE learned that the score rises as learning_rate nears 2e-4: its picks sit closer to it.
+    distance = [sum(abs(p["learning_rate"] - 2e-4) for p in points[2:]) for points in (model_based, random_only)]
+    assert distance[0] < distance[1]
+
+
+@pytest.mark.parametrize(("num_samples", "startup"), [(1, 2), (4, 2), (8, 2), (16, 4), (40, 10), (200, 10)])
+def test_startup_trials_grow_with_the_budget_from_2_to_10(num_samples, startup):
+    from raytune_ft.tuning.tuner import startup_trials
+
+    config = validate_config(quick_config("m", search={"space": SPACE, "num_samples": num_samples}))
+    assert startup_trials(config) == startup
+
+
+def test_the_gaussian_process_sampler_searches_the_same_space():
+    points = suggestions({"algorithm": "gp", "seed": 5}, count=6)
+    assert points == suggestions({"algorithm": "gp", "seed": 5}, count=6)
+    for point in points:
+        assert set(point) == set(SPACE) and 1e-5 <= point["learning_rate"] <= 1e-3

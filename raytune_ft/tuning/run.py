@@ -56,7 +56,14 @@ from raytune_ft.tuning.confirm import CONFIRM_DIR, run_confirm
 from raytune_ft.tuning.progress import SearchProgress
 from raytune_ft.tuning.run_log import RunFolderLog
 from raytune_ft.tuning.tracking import check_tracking_available, tracking_callbacks
-from raytune_ft.tuning.tuner import TUNE_DIR, build_tuner, planned_trials, restore_tuner, scheduler_words
+from raytune_ft.tuning.tuner import (
+    TUNE_DIR,
+    algorithm_words,
+    build_tuner,
+    planned_trials,
+    restore_tuner,
+    scheduler_words,
+)
 
 
 @dataclass
@@ -240,7 +247,7 @@ def announce(config: Config, max_concurrent: int, console: Console, quiet: bool)
     _say(
         console,
         quiet,
-        f"searching {searched}: {planned_trials(config)} trials ({config.search.algorithm}), {max_concurrent} at a time, "
+        f"searching {searched}: {planned_trials(config)} trials ({algorithm_words(config)}), {max_concurrent} at a time, "
         f"scheduler {scheduler_words(config)}, metric eval_{config.metric} ({config.search.mode})",
     )
     if config.search.scheduler == "pbt" and planned_trials(config) > max_concurrent:

@@ -125,6 +125,13 @@ def scheduler_words(config: Config) -> str:
     return f"{config.search.scheduler} (ranks trials on {metric})"
 
 
+def algorithm_words(config: Config) -> str:
+    """The search algorithm, and when Optuna's model takes over from random suggestions."""
+    if config.search.algorithm in ("tpe", "gp") and config.search.space:
+        return f"{config.search.algorithm}, model-based once {startup_trials(config)} have finished"
+    return config.search.algorithm
+
+
 def build_search_algorithm(config: Config, max_concurrent: int = 0) -> Searcher | BasicVariantGenerator | None:
     if not config.search.space or config.search.algorithm == "grid":
         return None  # Tune's own generator: the grid, or num_samples repeats of the fixed train values
