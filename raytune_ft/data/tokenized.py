@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -32,8 +33,13 @@ def default_cache_dir() -> Path:
 
 def load_tokenizer(config: Config) -> PreTrainedTokenizerBase:
     model_path = resolve_model_path(config.model.name_or_path)
+    if config.model.trust_remote_code:  # (every search and run loads its tokenizer here first)
+        print(
+            f"warning: model.trust_remote_code is on: Python code shipped with {model_path} runs wherever it loads",
+            file=sys.stderr,
+        )
     try:
-        return AutoTokenizer.from_pretrained(model_path)
+        return AutoTokenizer.from_pretrained(model_path, trust_remote_code=config.model.trust_remote_code)
     except OSError as err:
         raise ConfigError(
             f"model.name_or_path: could not load a tokenizer from {model_path!r} ({str(err).splitlines()[0][:160]}); "
@@ -46,7 +52,7 @@ def check_positions(config: Config) -> None:
     trial would crash (and be retried). Also the model's config must load, not only its tokenizer."""
     model_path = resolve_model_path(config.model.name_or_path)
     try:
-        model_config = AutoConfig.from_pretrained(model_path)
+        model_config = AutoConfig.from_pretrained(model_path, trust_remote_code=config.model.trust_remote_code)
     except (OSError, ValueError) as err:
         raise ConfigError(
             f"model.name_or_path: the model's config.json does not load from {model_path!r} "

@@ -17,7 +17,9 @@ def load_training_state(checkpoint_dir: str | None) -> dict | None:
     """The training state saved beside a checkpoint's model, or None to start afresh."""
     if checkpoint_dir is None:
         return None
-    return torch.load(Path(checkpoint_dir) / TRAINING_STATE_FILE, map_location="cpu")
+    # weights_only: tensors, numbers, strings and containers only; a pickled object of any other
+    # kind (a checkpoint on shared storage that someone else wrote) is refused, not run.
+    return torch.load(Path(checkpoint_dir) / TRAINING_STATE_FILE, map_location="cpu", weights_only=True)
 
 
 def restore_optimizer_and_schedule(state: dict, optimizer, lr_scheduler, learning_rate: float) -> None:

@@ -55,7 +55,7 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
 
     tokenized = open_tokenized(loop_config["data"])
     timeline.mark("data_ready_at")
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=config.model.trust_remote_code)
     # Mixed precision: batches padded to a multiple of 8 tokens, the shapes tensor cores want.
     multiple = 8 if hp.mixed_precision != "no" else None
     data_collator = DataCollatorWithPadding(tokenizer=tokenizer, pad_to_multiple_of=multiple)
@@ -75,7 +75,10 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
     # fp16 weights gives a NaN loss at the second step; train.mixed_precision decides compute.
     with reporter.restore_point() as restore_dir:
         model = AutoModelForSequenceClassification.from_pretrained(
-            restore_dir or model_path, dtype=torch.float32, **model_labels(task)
+            restore_dir or model_path,
+            dtype=torch.float32,
+            trust_remote_code=config.model.trust_remote_code,
+            **model_labels(task),
         )
         restored = load_training_state(restore_dir)
     # On a GPU one fused kernel per update (fewer launches per step); on the CPU as before.

@@ -48,12 +48,15 @@ def evaluate_winner_on_test(config: Config, best: Best, data_path: Path, run_dir
     use_gpu = config.resources.gpus_per_worker > 0 and torch.cuda.is_available()
     # The same precision as the dev metrics that chose the winner (the loop's Accelerator).
     accelerator = Accelerator(cpu=not use_gpu, mixed_precision=config.train.mixed_precision)
-    tokenizer = AutoTokenizer.from_pretrained(best.checkpoint)
+    remote_code = config.model.trust_remote_code
+    tokenizer = AutoTokenizer.from_pretrained(best.checkpoint, trust_remote_code=remote_code)
     # fp32 weights, as the loop loads them; no "Loading weights" bar below the search's summary.
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(best.checkpoint, dtype=torch.float32)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            best.checkpoint, dtype=torch.float32, trust_remote_code=remote_code
+        )
     finally:
         if bars_were_on:
             hf_logging.enable_progress_bar()
