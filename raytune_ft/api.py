@@ -120,11 +120,13 @@ def search(
     *,
     address: str | None = None,
     resume: str | os.PathLike | None = None,
+    takeover: bool = False,
     quiet: bool = False,
     verbose: bool = False,
     console=None,
 ) -> RunResult:
-    """Run a search (or with resume=RUN_DIR go on with an interrupted one); prints progress lines
+    """Run a search (or with resume=RUN_DIR go on with an interrupted one; takeover=True also one
+    that seems to run on another machine, which the caller knows is lost); prints progress lines
     (unless quiet), then the summary, and writes the report. An interrupted search (Ctrl-C)
     returns its result with status "interrupted"; a search in which no trial reported a result
     raises RunFailed."""
@@ -135,7 +137,11 @@ def search(
     check_address(address)
     config = _search_config(config, overrides, resume)
     console = console or make_console()
-    outcome = run_search(config, address=address, console=console, verbose=verbose, quiet=quiet, resume_dir=resume)
+    if takeover and resume is None:
+        raise ConfigError("--takeover: only with --resume RUN_DIR")
+    outcome = run_search(
+        config, address=address, console=console, verbose=verbose, quiet=quiet, resume_dir=resume, takeover=takeover
+    )
     result = RunResult(outcome.run_dir)
     summary = result.summary
     print_summary(summary, console)

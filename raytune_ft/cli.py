@@ -76,6 +76,11 @@ def main():
     help="Continue the interrupted search in this run folder (its config.yaml; no CONFIG_PATH).",
 )
 @click.option(
+    "--takeover",
+    is_flag=True,
+    help="With --resume: go on with a search that seems to run on another machine (one you know is lost).",
+)
+@click.option(
     "--address", default=None, help="Connect to a running Ray cluster (auto, HOST:6379). Default: start Ray locally."
 )
 @click.option("--verbose", is_flag=True, help="Stream the Ray workers' logs to the console.")
@@ -83,9 +88,17 @@ def main():
     "--quiet", is_flag=True, help="No live progress (for CI logs): only failures, the summary and the run folder."
 )
 @_handle_errors
-def search(config_path, overrides, resume_dir, address, verbose, quiet):
+def search(config_path, overrides, resume_dir, takeover, address, verbose, quiet):
     """Run a hyperparameter search described by CONFIG_PATH (YAML), or --resume RUN_DIR."""
-    result = api.search(config_path, list(overrides), address=address, resume=resume_dir, quiet=quiet, verbose=verbose)
+    result = api.search(
+        config_path,
+        list(overrides),
+        address=address,
+        resume=resume_dir,
+        takeover=takeover,
+        quiet=quiet,
+        verbose=verbose,
+    )
     click.echo(f"run folder: {result.run_dir}")
     if result.status == "interrupted":  # Tune catches Ctrl-C and returns what it had
         click.echo("interrupted", err=True)

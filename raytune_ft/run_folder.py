@@ -176,6 +176,13 @@ def append_trial_event(run_dir: Path, event: dict) -> None:
     _append_jsonl(Path(run_dir) / TRIALS_FILE, event)
 
 
+# A running search writes heartbeat_at into search.json every HEARTBEAT_EVERY seconds. Read on
+# another machine (a run folder on shared storage, whose search's pid cannot be checked from
+# there), a search silent for HEARTBEAT_STALE seconds is taken as interrupted: its machine was lost.
+HEARTBEAT_EVERY = 30.0
+HEARTBEAT_STALE = 300.0
+
+
 def read_search_state(run_dir: Path) -> dict:
     return read_json(run_dir, SEARCH_FILE) or {}
 

@@ -41,6 +41,15 @@ def _start_search(args: list[str], log: Path) -> subprocess.Popen:
     )
 
 
+def _searcher_trials(run_dir: Path) -> list[tuple[str, dict]]:
+    """The trials Optuna's study knows, from the searcher state Tune last saved: (state, params)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = OptunaSearch()
+    searcher.restore_from_dir(str(run_dir / "tune"))
+    return [(trial.state.name, trial.params) for trial in searcher._ot_study.trials]
+
+
 def _wait_for(condition, process: subprocess.Popen, log: Path, timeout: float = 240) -> None:
     deadline = time.time() + timeout
     while not condition():
@@ -138,6 +147,8 @@ def test_a_killed_search_resumes_without_losing_or_rerunning_trials(tiny_bert_di
     before = _lines(run_dir / "trials.jsonl")
     first, cut_off = before[0]["trial_id"], before[-1]["trial_id"]
     cut_off_epochs = max(row["epoch"] for row in _lines(run_dir / "epochs.jsonl") if row["trial_id"] == cut_off)
+    known_before = _searcher_trials(run_dir)
+    assert [state for state, _ in known_before] == ["COMPLETE", "RUNNING"]
 
     log = tmp_path / "resumed.log"
     resumed = _start_search(["--resume", str(run_dir), "--quiet"], log)
@@ -156,6 +167,9 @@ def test_a_killed_search_resumes_without_losing_or_rerunning_trials(tiny_bert_di
     assert set(last_event.values()) == {"finished"}
     assert json.loads((run_dir / "search.json").read_text())["outcome"] == "finished"
     assert (run_dir / "best.json").is_file()
+    # TPE went on from the trials it had seen (a fresh sampler would know only the third one).
+    known_after = _searcher_trials(run_dir)
+    assert len(known_after) == 3 and known_after[:2] == [("COMPLETE", params) for _, params in known_before]
     # Whatever the kill left behind (a checkpoint written but never registered), the ended
     # trials keep one checkpoint each.
     assert all(len(checkpoint_folders(run_dir, trial_id)) == 1 for trial_id in per_trial)

@@ -21,6 +21,7 @@ from raytune_ft.config import Config, ResourcesSection, load_config
 from raytune_ft.run_folder import (
     CONFIG_FILE,
     CONFIRM_FILE,
+    HEARTBEAT_STALE,
     TEST_FILE,
     Best,
     find_best,
@@ -209,16 +210,24 @@ def summarize_run(run_dir: Path, now: float | None = None) -> RunSummary:
     )
 
 
-def search_status(state: dict) -> str:
+def search_status(state: dict, now: float | None = None) -> str:
     """running | finished | interrupted | failed, or unknown for a run folder without search.json."""
     if not state:
         return "unknown"
     if state.get("ended_at"):
         return state.get("outcome", "finished")
     # No end mark: still running, unless its process is gone (killed without a chance to write it).
-    if state.get("hostname") == socket.gethostname() and not _process_alive(state.get("pid")):
-        return "interrupted"
-    return "running"
+    if state.get("hostname") == socket.gethostname():
+        return "running" if _process_alive(state.get("pid")) else "interrupted"
+    # Another machine's search: its process cannot be asked, its heartbeat can.
+    return "interrupted" if silent_for(state, now) > HEARTBEAT_STALE else "running"
+
+
+def silent_for(state: dict, now: float | None = None) -> float:
+    """Seconds since a search last wrote a sign of life to search.json (its heartbeat, a resume, its start)."""
+    resumed = state.get("resumed_at") or [0.0]
+    last = max(state.get("heartbeat_at") or 0.0, resumed[-1], state.get("started_at") or 0.0)
+    return (now or time.time()) - last
 
 
 def _process_alive(pid) -> bool:

@@ -35,7 +35,7 @@ from raytune_ft.environment import (
     not_exported,
     set_defaults,
 )
-from raytune_ft.report.summary import search_status
+from raytune_ft.report.summary import search_status, silent_for
 from raytune_ft.report.tables import make_console
 from raytune_ft.run_folder import (
     CONFIG_FILE,
@@ -90,10 +90,12 @@ def run_search(
     verbose: bool = False,
     quiet: bool = False,
     resume_dir: Path | None = None,
+    takeover: bool = False,
 ) -> SearchOutcome:
     """A new search, or with resume_dir the interrupted search in that run folder (whose
     config.yaml `config` was read from): finished trials stay as they are, unfinished ones
-    start again from their latest checkpoint, and the searcher goes on where it stopped."""
+    start again from their latest checkpoint, and the searcher goes on where it stopped.
+    takeover: resume a search that seems to run on another machine (the user knows it is lost)."""
     console = console or make_console()
     # This process alone writes the run folder until the search ends (RunFolderLock).
     if resume_dir:
@@ -102,18 +104,25 @@ def run_search(
     else:
         run_dir, lock = claim_new_run_dir(config.output.dir, config.output.name, config.task)
     try:
-        return search_in(run_dir, config, address, console, verbose, quiet, resumed=bool(resume_dir))
+        return search_in(run_dir, config, address, console, verbose, quiet, resumed=bool(resume_dir), takeover=takeover)
     finally:
         lock.release()
 
 
 def search_in(
-    run_dir: Path, config: Config, address: str | None, console: Console, verbose: bool, quiet: bool, resumed: bool
+    run_dir: Path,
+    config: Config,
+    address: str | None,
+    console: Console,
+    verbose: bool,
+    quiet: bool,
+    resumed: bool,
+    takeover: bool = False,
 ) -> SearchOutcome:
     """The search's steps, in a run folder this process holds (new, or resumed)."""
     storage = storage_root(config, run_dir)
     if resumed:
-        check_resumable(run_dir, f"{storage}/{TUNE_DIR}")
+        check_resumable(run_dir, f"{storage}/{TUNE_DIR}", takeover)
     else:
         check_storage_unused(storage)
     check_tracking_available(config)
@@ -274,6 +283,7 @@ def tidy_up(
     ray_runtime.close()
     prune_ended_trials(run_dir, storage, config.metric, config.search.mode)
     prune_ended_trials(run_dir / CONFIRM_DIR, storage, config.metric, config.search.mode)  # the confirm runs too
+    state = {**state, **read_search_state(run_dir)}  # with the heartbeats written since it started
     state.update(ended_at=time.time(), outcome=outcome, checkpoint_bytes=checkpoint_bytes(storage))
     write_search_state(run_dir, state)
 
@@ -318,12 +328,18 @@ def check_storage_unused(storage: str) -> None:
         )
 
 
-def check_resumable(run_dir: Path, tune_dir: str) -> None:
+def check_resumable(run_dir: Path, tune_dir: str, takeover: bool = False) -> None:
     state = read_search_state(run_dir)
     if search_status(state) == "running":
-        raise ConfigError(
-            f"--resume {run_dir}: its search is still running (process {state.get('pid')}); wait or stop it first"
-        )
+        if state.get("hostname") == socket.gethostname():
+            raise ConfigError(
+                f"--resume {run_dir}: its search is still running (process {state.get('pid')}); wait or stop it first"
+            )
+        if not takeover:
+            raise ConfigError(
+                f"--resume {run_dir}: its search runs on {state.get('hostname')} (process {state.get('pid')}, "
+                f"last heard from {silent_for(state):.0f} s ago); wait, or if that machine is gone, add --takeover"
+            )
     if state.get("outcome") == "finished":
         raise ConfigError(
             f"--resume {run_dir}: this search finished; start a new one (another output.name) to search more"

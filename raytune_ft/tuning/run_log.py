@@ -14,7 +14,13 @@ from ray import tune
 
 from raytune_ft.config import Config
 from raytune_ft.report.summary import trial_devices
-from raytune_ft.run_folder import append_epoch, append_trial_event
+from raytune_ft.run_folder import (
+    HEARTBEAT_EVERY,
+    append_epoch,
+    append_trial_event,
+    read_search_state,
+    write_search_state,
+)
 from raytune_ft.tuning.progress import SearchProgress
 
 # Where a trial's start-up went, in the order it happens: timestamps of its first epoch's row
@@ -44,6 +50,15 @@ class RunFolderLog(tune.Callback):
         self.device_type, self.devices = trial_devices(config.resources)
         self.started: dict[str, float] = {}
         self.epochs_done: dict[str, int] = {}
+        self.heartbeat_at = 0.0  # the first turn of the loop writes one
+
+    def on_step_end(self, iteration, trials, **info):
+        # Tune's loop turns many times a second: a sign of life in search.json every HEARTBEAT_EVERY s,
+        # for a resume from another machine to tell a running search from one whose machine was lost.
+        now = time.time()
+        if now - self.heartbeat_at >= HEARTBEAT_EVERY:
+            self.heartbeat_at = now
+            write_search_state(self.run_dir, {**read_search_state(self.run_dir), "heartbeat_at": now})
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if trial.trial_id in self.started:
