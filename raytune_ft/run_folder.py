@@ -167,6 +167,28 @@ def last_trial_events(run_dir: Path) -> dict[str, str]:
     return {event["trial_id"]: event["event"] for event in read_trial_events(run_dir)}
 
 
+def ended_trials(run_dir: Path) -> dict[str, dict]:
+    """The trials trials.jsonl records as run to their end or stopped by the scheduler, each
+    with its last epoch's row: what a resumed search must not train again."""
+    rows = {}
+    for row in read_epochs(run_dir):
+        if row["epoch"] >= rows.get(row["trial_id"], {}).get("epoch", 0):
+            rows[row["trial_id"]] = row
+    ended = (trial for trial, event in last_trial_events(run_dir).items() if event in ("finished", "stopped early"))
+    return {trial: rows[trial] for trial in ended if trial in rows}
+
+
+def replace_epoch(run_dir: Path, row: dict) -> None:
+    """epochs.jsonl with `row` merged into the row of the same trial and epoch (an epoch trained
+    again after a restart): one row per trial and epoch, rewritten whole (a rename: never half)."""
+    path = Path(run_dir) / EPOCHS_FILE
+    key = (row["trial_id"], row["epoch"])
+    rows = [{**old, **row} if (old.get("trial_id"), old.get("epoch")) == key else old for old in _read_jsonl(path)]
+    staging = path.with_suffix(".jsonl.writing")
+    staging.write_text("".join(json.dumps(each) + "\n" for each in rows), encoding="utf-8")
+    staging.replace(path)
+
+
 def any_trial_cut_off(run_dir: Path) -> bool:
     """Whether some trial's last event says interrupted (Ctrl-C, a killed search): `--resume` runs it on."""
     return "interrupted" in last_trial_events(run_dir).values()

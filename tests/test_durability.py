@@ -19,7 +19,7 @@ import pytest
 import yaml
 from conftest import TRAINING_ACTOR, checkpoint_folders, quick_config
 
-from raytune_ft.run_folder import read_epochs
+from raytune_ft.run_folder import read_epochs, read_reported_epochs
 
 # Searches killed and resumed: half a minute each.
 pytestmark = pytest.mark.slow
@@ -159,6 +159,8 @@ def test_a_killed_search_resumes_without_losing_or_rerunning_trials(tiny_bert_di
     assert starts[first] == 1  # the finished trial was not run again
     assert starts[cut_off] == 2  # the cut-off one was started again ...
     rows = read_epochs(run_dir)
+    # epochs.jsonl itself, not only what read_epochs merges: one row per trial and epoch.
+    assert set(Counter((row["trial_id"], row["epoch"]) for row in read_reported_epochs(run_dir)).values()) == {1}
     again = [row for row in rows if row["trial_id"] == cut_off and "resumed_from_epoch" in row]
     assert again and again[0]["resumed_from_epoch"] >= cut_off_epochs - 1  # ... from its latest checkpoint
     per_trial = Counter(row["trial_id"] for row in rows)
@@ -173,6 +175,39 @@ def test_a_killed_search_resumes_without_losing_or_rerunning_trials(tiny_bert_di
     # Whatever the kill left behind (a checkpoint written but never registered), the ended
     # trials keep one checkpoint each.
     assert all(len(checkpoint_folders(run_dir, trial_id)) == 1 for trial_id in per_trial)
+
+
+def test_a_search_killed_just_after_a_trial_ended_does_not_train_it_again(tiny_bert_dir, tmp_path):
+    """Tune saves its own state every 2 s: killed sooner after a trial's end, Tune restores that
+    trial as unfinished. The resumed search knows it ended from trials.jsonl."""
+    config_path = _config(tmp_path, tiny_bert_dir, "just-ended", num_samples=2, num_epochs=2)
+    run_dir, log = tmp_path / "runs" / "just-ended", tmp_path / "first.log"
+    search = _start_search([str(config_path), "--quiet"], log)
+
+    def a_trial_ended() -> bool:
+        return any(e["event"] == "finished" for e in _lines(run_dir / "trials.jsonl"))
+
+    try:
+        _wait_for(a_trial_ended, search, log)
+    finally:
+        os.killpg(search.pid, signal.SIGKILL)  # at once: within Tune's 2 s between saves of its state
+        search.wait()
+    ended = next(e for e in _lines(run_dir / "trials.jsonl") if e["event"] == "finished")
+    assert time.time() - ended["time"] < 2
+
+    log = tmp_path / "resumed.log"
+    resumed = _start_search(["--resume", str(run_dir), "--quiet"], log)
+    assert resumed.wait(timeout=400) == 0, log.read_text()[-3000:]
+
+    events = _lines(run_dir / "trials.jsonl")
+    assert Counter(e["trial_id"] for e in events if e["event"] == "started")[ended["trial_id"]] == 1
+    rows = Counter((row["trial_id"], row["epoch"]) for row in read_reported_epochs(run_dir))
+    assert len(rows) == 4 and set(rows.values()) == {1}  # 2 trials x 2 epochs, each once
+    # Each trial that trained ended once. (A trial started in the last moment before the kill, which
+    # Tune's saved state does not hold, stays interrupted with no epoch; its values run as a new trial.)
+    trained = {trial for trial, _ in rows}
+    assert Counter(e["trial_id"] for e in events if e["event"] == "finished") == Counter(dict.fromkeys(trained, 1))
+    assert json.loads((run_dir / "search.json").read_text())["outcome"] == "finished"
 
 
 def test_a_killed_pbt_search_resumes_from_its_trials_checkpoints(tiny_bert_dir, tmp_path):

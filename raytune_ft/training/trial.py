@@ -68,10 +68,23 @@ DIVERGED_MARK = "diverged.txt"
 
 
 def run_trial(
-    trial_params: dict, *, base_config: dict, data: list, storage_path: str, relay_to_tune: bool = False
+    trial_params: dict,
+    *,
+    base_config: dict,
+    data: list,
+    storage_path: str,
+    relay_to_tune: bool = False,
+    ended: dict | None = None,
 ) -> None:
-    """relay_to_tune (PBT): epochs reach Tune through this driver, with their checkpoints (pbt.py)."""
+    """relay_to_tune (PBT): epochs reach Tune through this driver, with their checkpoints (pbt.py).
+    ended (a resumed search): {trial_id: last epoch row} of the trials the run folder records as
+    ended; Tune saves its own state every few seconds, so a search killed just after a trial ended
+    restores that trial as unfinished. Such a trial says its last epoch again and ends, untrained."""
     driver_started_at = time.time()  # start-up timeline (bench/overhead.py): the trial's part begins here
+    trial_id = tune.get_context().get_trial_id()
+    if ended and trial_id in ended:
+        tune.report({**ended[trial_id], "already_ended": True})
+        return
     config = Config(**base_config)
     for key, value in trial_params.items():
         setattr(config.train, key, value)
@@ -79,7 +92,6 @@ def run_trial(
         train_in_trial_process(config, data[0][config.max_length], driver_started_at)
         return
     resources = config.resources
-    trial_id = tune.get_context().get_trial_id()
     relay = TuneRelay() if relay_to_tune else None
     trainer = TrainerWithoutRayData(
         ray_train_loop,

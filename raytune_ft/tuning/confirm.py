@@ -169,7 +169,8 @@ def run_confirm(
     tuner = tune.Tuner(
         # Plain runs from scratch, also after a PBT search (its schedule of values is not replayed).
         tune.with_resources(
-            tune.with_parameters(run_confirm_trial, **{**trial_kwargs, "relay_to_tune": False}), resources_per_trial
+            tune.with_parameters(run_confirm_trial, **{**trial_kwargs, "relay_to_tune": False, "ended": {}}),
+            resources_per_trial,
         ),
         param_space=param_space,
         tune_config=tune.TuneConfig(

@@ -43,6 +43,7 @@ from raytune_ft.run_folder import (
     any_trial_cut_off,
     claim_new_run_dir,
     claim_run_dir,
+    ended_trials,
     find_best,
     read_epochs,
     read_search_state,
@@ -138,10 +139,12 @@ def search_in(
     warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
     outcome, confirmed = "failed", None
     try:
-        trial_kwargs = trial_arguments(config, data_paths, placement.storage)
+        ended = ended_trials(run_dir) if resumed else {}
+        trial_kwargs = trial_arguments(config, data_paths, placement.storage, ended)
         trainable = tune.with_resources(tune.with_parameters(run_trial, **trial_kwargs), placement.resources_per_trial)
         under_pbt = config.search.scheduler == "pbt"
-        callbacks = [RunFolderLog(run_dir, config, progress, pbt=under_pbt), *tracking_callbacks(config, run_dir)]
+        run_log = RunFolderLog(run_dir, config, progress, pbt=under_pbt, ended=set(ended))
+        callbacks = [run_log, *tracking_callbacks(config, run_dir)]
         if resumed:
             tuner = restore_tuner(trainable, placement.storage, callbacks)
             _say(console, quiet, f"resuming the search in {run_dir}")
@@ -239,8 +242,9 @@ def open_run_folder(config: Config, run_dir: Path, resume: bool) -> dict:
     return state
 
 
-def trial_arguments(config: Config, data_paths: dict, storage: str) -> dict:
-    """What every trial driver gets besides its hyperparameters (tune.with_parameters)."""
+def trial_arguments(config: Config, data_paths: dict, storage: str, ended: dict) -> dict:
+    """What every trial driver gets besides its hyperparameters (tune.with_parameters); ended:
+    the trials a resumed search must not train again (training/trial.run_trial)."""
     # Into the object store once; every trial's workers read the same copy.
     data_refs = {length: ray.put(load_tokenized(path, in_memory=True)) for length, (path, _) in data_paths.items()}
     return {
@@ -248,6 +252,7 @@ def trial_arguments(config: Config, data_paths: dict, storage: str) -> dict:
         "data": [data_refs],
         "storage_path": f"{storage}/trials",
         "relay_to_tune": config.search.scheduler == "pbt",
+        "ended": ended,
     }
 
 

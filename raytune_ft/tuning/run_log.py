@@ -18,7 +18,9 @@ from raytune_ft.run_folder import (
     HEARTBEAT_EVERY,
     append_epoch,
     append_trial_event,
+    read_reported_epochs,
     read_search_state,
+    replace_epoch,
     write_search_state,
 )
 from raytune_ft.tuning.progress import SearchProgress
@@ -41,10 +43,21 @@ REPORTED_KEYS = (
 
 
 class RunFolderLog(tune.Callback):
-    """Appends every reported epoch to epochs.jsonl and every trial start and end to trials.jsonl."""
+    """Appends every reported epoch to epochs.jsonl (one row per trial and epoch: an epoch a
+    restart says or trains again replaces its row) and every trial start and end to trials.jsonl.
+    `ended`: trials a resumed search found ended in trials.jsonl, which Tune's saved state may not
+    know of yet; their trial drivers only say their last epoch again (training/trial.py), unlogged."""
 
-    def __init__(self, run_dir: Path, config: Config, progress: SearchProgress | None = None, pbt: bool = False):
-        self.run_dir, self.progress = run_dir, progress
+    def __init__(
+        self,
+        run_dir: Path,
+        config: Config,
+        progress: SearchProgress | None = None,
+        pbt: bool = False,
+        ended: set[str] = frozenset(),
+    ):
+        self.run_dir, self.progress, self.ended = run_dir, progress, ended
+        self.logged = {(row["trial_id"], row["epoch"]) for row in read_reported_epochs(run_dir)}
         self.default_epochs = config.train.num_epochs
         self.pbt = pbt  # every epoch reaches Tune with its checkpoint before PBT restarts a trial
         self.device_type, self.devices = trial_devices(config.resources)
@@ -61,6 +74,8 @@ class RunFolderLog(tune.Callback):
             write_search_state(self.run_dir, {**read_search_state(self.run_dir), "heartbeat_at": now})
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.ended:
+            return
         if trial.trial_id in self.started:
             # PBT paused it, or restarted it from a stronger trial's checkpoint with new values.
             checkpoint = trial.checkpoint.path if trial.checkpoint else None
@@ -90,6 +105,8 @@ class RunFolderLog(tune.Callback):
             self.progress.trial_started(event)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if trial.trial_id in self.ended:
+            return
         if result.get("restored") and self.pbt:
             # Under PBT every epoch reached Tune with its checkpoint before any restart, so the
             # epoch a restart says again is not new; for a clone it is its donor's epoch (the
@@ -105,17 +122,30 @@ class RunFolderLog(tune.Callback):
         # result["config"] (PBT may already have given trial.config new values for its restart).
         row.update(result.get("config") or trial.config)
         row["reported_at"] = time.time()  # places the epoch on the search's timeline (compute spent so far)
-        append_epoch(self.run_dir, row)
+        self._log_epoch(row, restored=bool(result.get("restored")))
         self.epochs_done[trial.trial_id] = result["epoch"]
         if self.progress:
             self.progress.epoch_reported(row)
 
+    def _log_epoch(self, row: dict, restored: bool) -> None:
+        key = (row["trial_id"], row["epoch"])
+        if key not in self.logged:
+            append_epoch(self.run_dir, row)
+            self.logged.add(key)
+        elif not restored:  # trained again: its checkpoint after a restart is this one
+            replace_epoch(self.run_dir, row)
+        # (a restored epoch said again that is already logged: nothing new)
+
     def on_trial_complete(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.ended:
+            return
         # Tune calls this both for trials that ran all their epochs and for those the scheduler stopped.
         done = self.epochs_done.get(trial.trial_id, 0)
         self._ended(trial, "finished" if done >= self._planned(trial) else "stopped early")
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.ended:
+            return
         self._ended(trial, "failed", error=_first_error_line(trial))
 
     def on_experiment_end(self, trials, **info):
