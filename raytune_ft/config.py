@@ -298,11 +298,36 @@ class ResourcesSection(Section):
 class OutputSection(Section):
     dir: str = "runs"
     name: str | None = None  # default: <task>-<timestamp>; one folder name inside output.dir
-    keep_checkpoints: bool = True  # each trial keeps its best epoch's model
+    # Which checkpoints stay once trials end (pruned as each one ends; running and cut-off trials
+    # keep theirs for restarts and --resume): best, the winner's best epoch (what export and the
+    # test split use); a number k, the best epochs of the k best trials; all, each trial's best
+    # epoch (true means all); none (false): no checkpoints, nothing to export or restart from.
+    keep_checkpoints: bool | int | str = "best"
     # Where Ray writes trial results and checkpoints (<storage_path>/<name>): required on a
     # multi-node cluster, a folder every node mounts or a URI such as s3://bucket/path.
     # Default: the run folder itself.
     storage_path: str | None = None
+
+    @field_validator("keep_checkpoints", mode="before")
+    @classmethod
+    def _keep_checkpoints(cls, value):
+        """best, all, a number k >= 2, or False; true -> all, 1 -> best, none -> False."""
+        if value is True or value == "all":
+            return "all"
+        if value is False or value == "none":
+            return False
+        if value == "best" or (type(value) is int and value == 1):
+            return "best"
+        if type(value) is int and value > 1:
+            return value
+        raise ValueError(
+            f"{value!r}: give best (the winner's checkpoint), all (each trial's best), none, or a number k (the k best trials)"
+        )
+
+    @property
+    def kept_trials(self) -> int | None:
+        """How many ended trials keep a checkpoint, best first (None: all of them, 0: none)."""
+        return {"best": 1, "all": None, False: 0}.get(self.keep_checkpoints, self.keep_checkpoints)
 
     @field_validator("name")
     @classmethod
@@ -393,7 +418,7 @@ class Config(Section):
         self._check_test()
         if self.search.scheduler == "pbt" and not self.output.keep_checkpoints:
             raise ValueError(
-                "search.scheduler: pbt restarts weak trials from strong trials' checkpoints; set output.keep_checkpoints: true"
+                "search.scheduler: pbt restarts weak trials from strong trials' checkpoints; set output.keep_checkpoints: best (or remove it)"
             )
         self._check_points_to_evaluate()
         self.check_search_metric()
@@ -420,7 +445,7 @@ class Config(Section):
             raise ValueError("test.evaluate: needs a labelled test split; give it with data.test_file")
         if not self.output.keep_checkpoints:
             raise ValueError(
-                "test.evaluate: the winner is evaluated from its checkpoint; set output.keep_checkpoints: true"
+                "test.evaluate: the winner is evaluated from its checkpoint; set output.keep_checkpoints: best (or remove it)"
             )
 
     def _check_points_to_evaluate(self) -> None:

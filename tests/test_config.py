@@ -236,3 +236,24 @@ def test_a_search_saved_before_ray_train_existed_resumes_with_its_torch_trainers
     saved_before.write_text(yaml.safe_dump(raw))
     resumed = load_config(saved_before, resume_overrides(saved_before))
     assert resumed.resources.ray_train == "always" and not resumed.trains_in_trial_process
+
+
+@pytest.mark.parametrize(
+    ("value", "kept", "trials"),
+    [
+        ("best", "best", 1),
+        ("1", "best", 1),
+        ("3", 3, 3),
+        ("all", "all", None),
+        ("true", "all", None),
+        ("none", False, 0),
+    ],
+)
+def test_keep_checkpoints_names_how_many_ended_trials_keep_theirs(value, kept, trials):
+    output = load_config(None, [f"output.keep_checkpoints={value}"]).output
+    assert output.keep_checkpoints == kept and output.kept_trials == trials
+
+
+def test_keep_checkpoints_refuses_anything_else():
+    with pytest.raises(ConfigError, match="output.keep_checkpoints: 0: give best"):
+        load_config(None, ["output.keep_checkpoints=0"])

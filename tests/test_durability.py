@@ -172,9 +172,12 @@ def test_a_killed_search_resumes_without_losing_or_rerunning_trials(tiny_bert_di
     # TPE went on from the trials it had seen (a fresh sampler would know only the third one).
     known_after = _searcher_trials(run_dir)
     assert len(known_after) == 3 and known_after[:2] == [("COMPLETE", params) for _, params in known_before]
-    # Whatever the kill left behind (a checkpoint written but never registered), the ended
-    # trials keep one checkpoint each.
-    assert all(len(checkpoint_folders(run_dir, trial_id)) == 1 for trial_id in per_trial)
+    # Whatever the kill left behind (a checkpoint written but never registered), only the winner
+    # keeps a checkpoint once every trial has ended (output.keep_checkpoints: best).
+    winner = json.loads((run_dir / "best.json").read_text())["trial_id"]
+    assert {trial_id: len(checkpoint_folders(run_dir, trial_id)) for trial_id in per_trial} == {
+        trial_id: int(trial_id == winner) for trial_id in per_trial
+    }
 
 
 def test_a_search_killed_just_after_a_trial_ended_does_not_train_it_again(tiny_bert_dir, tmp_path):
@@ -208,6 +211,35 @@ def test_a_search_killed_just_after_a_trial_ended_does_not_train_it_again(tiny_b
     trained = {trial for trial, _ in rows}
     assert Counter(e["trial_id"] for e in events if e["event"] == "finished") == Counter(dict.fromkeys(trained, 1))
     assert json.loads((run_dir / "search.json").read_text())["outcome"] == "finished"
+
+
+def test_ended_trials_are_pruned_to_the_best_one_while_the_search_runs(tiny_bert_dir, tmp_path):
+    """output.keep_checkpoints: best (the default): whenever a trial ends, the ended trials keep
+    one checkpoint between them, the best one's, before the next trial has trained an epoch."""
+    config_path = _config(tmp_path, tiny_bert_dir, "pruned", num_samples=4, num_epochs=2)
+    run_dir, log = tmp_path / "runs" / "pruned", tmp_path / "search.log"
+    search = _start_search([str(config_path), "--quiet"], log)
+    seen: list[int] = []  # checkpoints of the ended trials, each time one more trial had ended
+
+    def checkpoints_of_ended_trials() -> int:
+        ended = {e["trial_id"] for e in _lines(run_dir / "trials.jsonl") if e["event"] == "finished"}
+        return sum(len(checkpoint_folders(run_dir, trial_id)) for trial_id in ended)
+
+    def next_trial_trained_an_epoch(count: int):
+        def check() -> bool:
+            return len({row["trial_id"] for row in _lines(run_dir / "epochs.jsonl")}) > count
+
+        return check
+
+    for trials_ended in (1, 2, 3):
+        _wait_for(next_trial_trained_an_epoch(trials_ended), search, log)
+        seen.append(checkpoints_of_ended_trials())
+    assert search.wait(timeout=400) == 0, log.read_text()[-3000:]
+    assert seen == [1, 1, 1]
+    all_checkpoints = [folder for folder in run_dir.rglob("checkpoint_*") if folder.is_dir()]
+    best = json.loads((run_dir / "best.json").read_text())
+    assert [str(folder) for folder in all_checkpoints] == [best["checkpoint"]]
+    assert "the winner's best epoch" in log.read_text()
 
 
 def test_a_killed_pbt_search_resumes_from_its_trials_checkpoints(tiny_bert_dir, tmp_path):
@@ -268,5 +300,8 @@ def test_a_killed_pbt_search_resumes_from_its_trials_checkpoints(tiny_bert_dir, 
         assert after and after[0].get("resumed_from_epoch", 0) >= 1, after[:1]
         assert after[0]["epoch"] > 1 and 1 not in [row["epoch"] for row in after]
         assert max(row["epoch"] for row in after) == epochs
-        assert len(checkpoint_folders(run_dir, trial_id)) == 1
+    winner = json.loads((run_dir / "best.json").read_text())["trial_id"]
+    assert {trial_id: len(checkpoint_folders(run_dir, trial_id)) for trial_id in cut_at} == {
+        trial_id: int(trial_id == winner) for trial_id in cut_at
+    }
     assert json.loads((run_dir / "search.json").read_text())["outcome"] == "finished"

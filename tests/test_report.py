@@ -238,7 +238,7 @@ def test_early_stopping_savings_are_estimated_from_measured_epoch_times(finished
 def test_summary_says_no_checkpoints_were_kept_when_they_were_turned_off(finished_search, tmp_path):
     _, run_dir, _ = finished_search
     kept = next(line for line in summary_lines(summarize_run(run_dir)) if line.startswith("checkpoints:"))
-    assert "MB on disk (each ended trial keeps its best epoch's model)" in kept
+    assert "MB on disk (the winner's best epoch, for export and the test split" in kept
     target = copy_records(run_dir, tmp_path / "no-checkpoints")
     config = yaml.safe_load((target / "config.yaml").read_text())
     config["output"]["keep_checkpoints"] = False

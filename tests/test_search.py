@@ -85,11 +85,15 @@ def test_best_json_is_the_best_reported_epoch(finished_search):
     assert Path(best["checkpoint"], "model.safetensors").is_file()
 
 
-def test_each_ended_trial_keeps_only_its_best_checkpoint(finished_search):
+def test_only_the_winners_best_checkpoint_is_kept_by_default(finished_search):
     result, run_dir, _ = finished_search
     rows = read_rows(run_dir)
+    winner = json.loads((run_dir / "best.json").read_text())["trial_id"]
     for trial_id in {row["trial_id"] for row in rows}:
         kept = checkpoint_folders(run_dir, trial_id)
+        if trial_id != winner:
+            assert kept == []  # output.keep_checkpoints: best
+            continue
         best_row = [row for row in rows if row["trial_id"] == trial_id and row["best_so_far"]][-1]
         assert [str(path) for path in kept] == [best_row["checkpoint_path"]]
         # The optimizer state only a restart needs is gone once the trial has ended.

@@ -124,6 +124,18 @@ def confirm_title(summary: RunSummary) -> str:
     )
 
 
+def kept_words(config) -> str:
+    """What output.keep_checkpoints kept once the trials ended, and why."""
+    keep = config.output.keep_checkpoints
+    if keep == "all":
+        kept = "each ended trial keeps its best epoch's model"
+    elif keep == "best":
+        kept = "the winner's best epoch, for export and the test split; output.keep_checkpoints: best"
+    else:
+        kept = f"the {keep} best trials' best epochs; output.keep_checkpoints: {keep}"
+    return kept + "; a trial cut off keeps its latest for --resume"
+
+
 def winner_lines(summary: RunSummary) -> list[str]:
     """How the winner was confirmed (confirm.json) and how it scores on test (test.json)."""
     lines = []
@@ -185,9 +197,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
     if not summary.config.output.keep_checkpoints:
         lines.append("checkpoints: none kept (output.keep_checkpoints: false; nothing to export or restart from)")
     elif summary.checkpoint_bytes is not None:
-        lines.append(
-            f"checkpoints: {summary.checkpoint_bytes / 1e6:,.1f} MB on disk (each ended trial keeps its best epoch's model)"
-        )
+        lines.append(f"checkpoints: {summary.checkpoint_bytes / 1e6:,.1f} MB on disk ({kept_words(summary.config)})")
     for trial in summary.trials:
         if trial.error:
             lines.append(f"trial {trial.trial_id} failed: {trial.error}")

@@ -74,12 +74,7 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
     # Weights in fp32 whatever the checkpoint stores (transformers loads dtype="auto"): AdamW on
     # fp16 weights gives a NaN loss at the second step; train.mixed_precision decides compute.
     with reporter.restore_point() as restore_dir:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            restore_dir or model_path,
-            dtype=torch.float32,
-            trust_remote_code=config.model.trust_remote_code,
-            **model_labels(task),
-        )
+        model = AutoModelForSequenceClassification.from_pretrained(restore_dir or model_path, **model_options(config))
         restored = load_training_state(restore_dir)
     # On a GPU one fused kernel per update (fewer launches per step); on the CPU as before.
     optimizer = AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay, fused=on_gpu(accelerator))
@@ -198,6 +193,15 @@ def evaluate_splits(task: Task, eval_dataloaders: list, model, metric: GlueMetri
 
 # ---------------------------------------------------------------------------------------
 # The loop's helpers: model head, resume, per-epoch counts and metrics, start-up timeline
+
+
+def model_options(config: Config) -> dict:
+    """from_pretrained's options: fp32 weights, the task's head, and remote code only if the config allows it."""
+    return {
+        "dtype": torch.float32,
+        "trust_remote_code": config.model.trust_remote_code,
+        **model_labels(config.task_spec()),
+    }
 
 
 def model_labels(task: Task) -> dict:

@@ -1,4 +1,7 @@
-"""Bounded disk: once a trial has ended, it keeps one checkpoint, its best epoch's model.
+"""Bounded disk: once a trial has ended, it keeps one checkpoint, its best epoch's model, and
+only while it is among the output.keep_checkpoints best ended trials (by default the one best:
+the winner's, which export and the test split use). The search prunes as each trial ends
+(tuning/run_log.py), and once more when it ends.
 
 While a trial runs, Ray Train (or, for a trial that trains in its own process, Ray Tune) keeps
 two checkpoints at most (its best and its latest, which a restart continues from; see
@@ -34,10 +37,40 @@ def tune_checkpoint_copies(storage: str, trial_id: str) -> list[Path]:
     return sorted((Path(storage) / "tune").glob(f"*{trial_id}*/checkpoint_*"))
 
 
-def prune_ended_trials(run_dir: Path, storage: str, metric: str, mode: str) -> None:
+def prune_ended_trials(
+    run_dir: Path, storage: str, metric: str, mode: str, kept_trials: int | None = None
+) -> list[str]:
+    """Each ended trial drops every checkpoint but its best epoch's, and beyond the `kept_trials`
+    best ended trials (output.keep_checkpoints; None: all) that one too. Returns what could not
+    be deleted, one line each (the caller says so)."""
     if "://" in storage:
-        return  # cloud storage: Ray Train's own bound (best + latest per trial) applies
+        return []  # cloud storage: Ray Train's own bound (best + latest per trial) applies
     last_event = last_trial_events(run_dir)
+    best_rows = best_checkpointed_rows(run_dir, metric, mode)
+    ranked = sorted(best_rows.values(), key=lambda row: row[f"eval_{metric}"], reverse=mode == "max")
+    kept = {row["trial_id"] for row in ranked[:kept_trials]} if kept_trials is not None else set(best_rows)
+    # A cut-off trial (resumed later) may restart from another trial's copy (a PBT clone): keep them all.
+    keep_copies = "interrupted" in last_event.values()
+    problems: list[str] = []
+    for trial_id, event in last_event.items():
+        if event not in ENDED or (trial_id not in best_rows and event != "failed"):
+            continue  # running, cut off, or no epoch says which checkpoint is its best: delete nothing
+        keep = best_rows[trial_id]["checkpoint_path"] if trial_id in kept else None
+        copies = [] if keep_copies else tune_checkpoint_copies(storage, trial_id)
+        trained = [path for folder in trial_folders(storage, trial_id) for path in folder.glob("checkpoint_*")]
+        for checkpoint in copies + trained:
+            if checkpoint.is_dir() and str(checkpoint) != keep:
+                try:
+                    shutil.rmtree(checkpoint)
+                except OSError as err:
+                    problems.append(f"could not delete checkpoint {checkpoint}: {err}")
+        if keep:
+            (Path(keep) / TRAINING_STATE_FILE).unlink(missing_ok=True)
+    return problems
+
+
+def best_checkpointed_rows(run_dir: Path, metric: str, mode: str) -> dict[str, dict]:
+    """Each trial's best epoch among those that saved a checkpoint: {trial_id: row}."""
     rows_by_trial: dict[str, list[dict]] = {}
     # Rows as reported, not merged by epoch: under PBT a clone may run an epoch again that its
     # trial had run before the exploit, and the earlier row may hold the trial's best checkpoint.
@@ -46,22 +79,8 @@ def prune_ended_trials(run_dir: Path, storage: str, metric: str, mode: str) -> N
         # best of them is the last improving epoch of its Train run, which Ray Train kept.
         if row.get("best_so_far") and row.get("checkpoint_path"):
             rows_by_trial.setdefault(row["trial_id"], []).append(row)
-    # A cut-off trial (resumed later) may restart from another trial's copy (a PBT clone): keep them all.
-    keep_copies = "interrupted" in last_event.values()
-    for trial_id, event in last_event.items():
-        best = best_epoch(rows_by_trial.get(trial_id, []), metric, mode)
-        keep = best["checkpoint_path"] if best else None
-        if event not in ENDED or (keep is None and event != "failed"):
-            continue  # unknown best (no epoch reported it): delete nothing
-        for checkpoint in [] if keep_copies else tune_checkpoint_copies(storage, trial_id):
-            if str(checkpoint) != keep:  # a trial that trained in its own process keeps its best here
-                shutil.rmtree(checkpoint, ignore_errors=True)
-        for folder in trial_folders(storage, trial_id):
-            for checkpoint in folder.glob("checkpoint_*"):
-                if checkpoint.is_dir() and str(checkpoint) != keep:
-                    shutil.rmtree(checkpoint, ignore_errors=True)
-        if keep:
-            (Path(keep) / TRAINING_STATE_FILE).unlink(missing_ok=True)
+    best = {trial_id: best_epoch(rows, metric, mode) for trial_id, rows in rows_by_trial.items()}
+    return {trial_id: row for trial_id, row in best.items() if row is not None}
 
 
 def checkpoint_bytes(storage: str) -> int | None:

@@ -15,10 +15,12 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sys
 import time
 import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import ray
@@ -143,7 +145,10 @@ def search_in(
         trial_kwargs = trial_arguments(config, data_paths, placement.storage, ended)
         trainable = tune.with_resources(tune.with_parameters(run_trial, **trial_kwargs), placement.resources_per_trial)
         under_pbt = config.search.scheduler == "pbt"
-        run_log = RunFolderLog(run_dir, config, progress, pbt=under_pbt, ended=set(ended))
+        # Prune as trials end, not only when the search ends; under PBT a paused clone may still
+        # restart from an ended donor's checkpoint, so there only at the end.
+        prune = None if under_pbt else partial(prune_checkpoints, config, run_dir, placement.storage)
+        run_log = RunFolderLog(run_dir, config, progress, pbt=under_pbt, ended=set(ended), on_trial_end=prune)
         callbacks = [run_log, *tracking_callbacks(config, run_dir)]
         if resumed:
             tuner = restore_tuner(trainable, placement.storage, callbacks)
@@ -286,11 +291,22 @@ def tidy_up(
     progress.stop()
     ray.shutdown()
     ray_runtime.close()
-    prune_ended_trials(run_dir, storage, config.metric, config.search.mode)
-    prune_ended_trials(run_dir / CONFIRM_DIR, storage, config.metric, config.search.mode)  # the confirm runs too
+    prune_checkpoints(config, run_dir, storage)
+    # The confirm runs: each keeps its best epoch (the winner is picked by the mean over a candidate's runs).
+    warn_all(prune_ended_trials(run_dir / CONFIRM_DIR, storage, config.metric, config.search.mode))
     state = {**state, **read_search_state(run_dir)}  # with the heartbeats written since it started
     state.update(ended_at=time.time(), outcome=outcome, checkpoint_bytes=checkpoint_bytes(storage))
     write_search_state(run_dir, state)
+
+
+def prune_checkpoints(config: Config, run_dir: Path, storage: str) -> None:
+    """output.keep_checkpoints: the best ended trials keep their best epoch's checkpoint, the rest none."""
+    warn_all(prune_ended_trials(run_dir, storage, config.metric, config.search.mode, config.output.kept_trials))
+
+
+def warn_all(problems: list[str]) -> None:
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
 
 
 def pick_winner(config: Config, run_dir: Path, confirmed) -> Best | None:

@@ -8,6 +8,7 @@ running search), and the search's progress lines are fed the same records.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ray import tune
@@ -55,8 +56,10 @@ class RunFolderLog(tune.Callback):
         progress: SearchProgress | None = None,
         pbt: bool = False,
         ended: set[str] = frozenset(),
+        on_trial_end: Callable[[], None] | None = None,
     ):
         self.run_dir, self.progress, self.ended = run_dir, progress, ended
+        self.on_trial_end = on_trial_end  # after trials.jsonl says a trial ended (checkpoint pruning)
         self.logged = {(row["trial_id"], row["epoch"]) for row in read_reported_epochs(run_dir)}
         self.default_epochs = config.train.num_epochs
         self.pbt = pbt  # every epoch reaches Tune with its checkpoint before PBT restarts a trial
@@ -174,6 +177,8 @@ class RunFolderLog(tune.Callback):
         append_trial_event(self.run_dir, event)
         if self.progress:
             self.progress.trial_ended(event)
+        if self.on_trial_end and status != "interrupted":
+            self.on_trial_end()
 
     def _planned(self, trial) -> int:
         return int(trial.config.get("num_epochs", self.default_epochs))
