@@ -17,6 +17,8 @@ luckiest. With `confirm.top_k` > 0, once the search has finished:
    exports is the winner's best run on dev: its search trial or one of its confirm runs.
 
 confirm.json holds the table; best.json names the winning run, its checkpoint, and the mean.
+A stage cut off (Ctrl-C, a kill) goes on with `--resume` run by run: finished runs stay, cut-off
+ones start again from their latest checkpoint.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from raytune_ft.run_folder import (
     Best,
     any_trial_cut_off,
     best_epoch,
+    ended_trials,
     find_best,
     read_epochs,
     read_trial_events,
@@ -46,7 +49,7 @@ from raytune_ft.run_folder import (
 from raytune_ft.training.trial import run_confirm_trial
 from raytune_ft.tuning.progress import SearchProgress
 from raytune_ft.tuning.run_log import RunFolderLog
-from raytune_ft.tuning.tuner import tune_trial_settings
+from raytune_ft.tuning.tuner import restore_tuner, tune_trial_settings
 
 CONFIRM_DIR = "confirm"  # the confirm runs' epochs.jsonl and trials.jsonl
 CONFIRM_TUNE_NAME = "tune-confirm"  # Ray Tune's experiment folder for the stage, beside the search's tune/
@@ -153,44 +156,55 @@ def run_confirm(
         "seed": tune.grid_search(seeds),
         **{key: tune.sample_from(partial(_candidate_value, configs, key)) for key in confirmed_keys(config)},
     }
-    # The stage always runs whole: records of an earlier, cut-off attempt (a resumed search) go.
     confirm_dir = Path(run_dir) / CONFIRM_DIR
-    shutil.rmtree(confirm_dir, ignore_errors=True)
-    confirm_dir.mkdir(parents=True)
-    if "://" not in storage:
-        shutil.rmtree(Path(storage) / CONFIRM_TUNE_NAME, ignore_errors=True)
+    # A stage cut off earlier (Ctrl-C, a kill) goes on run by run where Ray Tune saved its state;
+    # the candidates and seeds come from the finished search, so they are the same again.
+    resumed = confirm_dir.is_dir() and tune.Tuner.can_restore(f"{storage}/{CONFIRM_TUNE_NAME}")
+    if not resumed:  # (leftovers of an attempt cut off before Tune saved any state go)
+        shutil.rmtree(confirm_dir, ignore_errors=True)
+        confirm_dir.mkdir(parents=True)
+        if "://" not in storage:
+            shutil.rmtree(Path(storage) / CONFIRM_TUNE_NAME, ignore_errors=True)
     runs = len(candidates) * len(seeds)
     if not quiet:
+        again = "resumed: " if resumed else ""
         console.print(
-            f"confirm: the top {len(candidates)} configs x {len(seeds)} new seeds ({', '.join(map(str, seeds))}): "
+            f"confirm: {again}the top {len(candidates)} configs x {len(seeds)} new seeds ({', '.join(map(str, seeds))}): "
             f"{runs} runs, {max_concurrent} at a time"
         )
     progress = SearchProgress(console, config.metric, config.search.mode, runs, quiet=quiet)
-    tuner = tune.Tuner(
+    # Runs trials.jsonl records as ended are not trained again (Tune's state may lag, tuning/run.py).
+    ended = ended_trials(confirm_dir) if resumed else {}
+    trainable = tune.with_resources(
         # Plain runs from scratch, also after a PBT search (its schedule of values is not replayed).
-        tune.with_resources(
-            tune.with_parameters(run_confirm_trial, **{**trial_kwargs, "relay_to_tune": False, "ended": {}}),
-            resources_per_trial,
-        ),
-        param_space=param_space,
-        tune_config=tune.TuneConfig(
-            metric=f"eval_{config.metric}",
-            mode=config.search.mode,
-            scheduler=FIFOScheduler(),
-            num_samples=1,
-            max_concurrent_trials=max_concurrent,
-            # Every run goes to its end (FIFO): one trial process serves run after run, with no
-            # process start and imports between them.
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=CONFIRM_TUNE_NAME,
-            storage_path=storage,
-            callbacks=[RunFolderLog(confirm_dir, config, progress)],
-            verbose=0,
-            **tune_trial_settings(config),
-        ),
+        tune.with_parameters(run_confirm_trial, **{**trial_kwargs, "relay_to_tune": False, "ended": ended}),
+        resources_per_trial,
     )
+    callbacks = [RunFolderLog(confirm_dir, config, progress, ended=set(ended))]
+    if resumed:
+        tuner = restore_tuner(trainable, storage, callbacks, CONFIRM_TUNE_NAME, param_space)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                metric=f"eval_{config.metric}",
+                mode=config.search.mode,
+                scheduler=FIFOScheduler(),
+                num_samples=1,
+                max_concurrent_trials=max_concurrent,
+                # Every run goes to its end (FIFO): one trial process serves run after run, with no
+                # process start and imports between them.
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=CONFIRM_TUNE_NAME,
+                storage_path=storage,
+                callbacks=callbacks,
+                verbose=0,
+                **tune_trial_settings(config),
+            ),
+        )
     progress.start()
     try:
         tuner.fit()
@@ -222,9 +236,8 @@ def confirm_results(
     ended = {event["trial_id"]: event for event in events if event["event"] != "started"}
     for candidate in candidates:
         candidate["runs"] = []
-    for event in events:
-        if event["event"] != "started":
-            continue
+    # One run per trial: a run cut off and resumed has started twice.
+    for event in {event["trial_id"]: event for event in events if event["event"] == "started"}.values():
         trial_id, row = event["trial_id"], confirm_best.get(event["trial_id"])
         end = ended.get(trial_id, {})
         run = {

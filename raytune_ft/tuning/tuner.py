@@ -46,10 +46,15 @@ def build_tuner(config: Config, trainable, storage: str, callbacks: list, max_co
     )
 
 
-def restore_tuner(trainable, storage: str, callbacks: list) -> tune.Tuner:
-    """The Tuner of an interrupted search, from the state Ray Tune saved in its storage."""
+def restore_tuner(
+    trainable, storage: str, callbacks: list, name: str = TUNE_DIR, param_space: dict | None = None
+) -> tune.Tuner:
+    """The Tuner of an interrupted search (or confirm stage: name), from the state Ray Tune saved in
+    its storage. param_space: where the space holds functions (Tune saves placeholders for them)."""
     # Failed trials (a diverged loss, a bug) stay failed: running them again gives the same.
-    tuner = tune.Tuner.restore(f"{storage}/{TUNE_DIR}", trainable, resume_unfinished=True, resume_errored=False)
+    tuner = tune.Tuner.restore(
+        f"{storage}/{name}", trainable, resume_unfinished=True, resume_errored=False, param_space=param_space
+    )
     # The restored run config holds the callbacks pickled by the first run: use this run's.
     tuner._local_tuner.get_run_config().callbacks = callbacks
     return tuner
