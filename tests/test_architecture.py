@@ -122,3 +122,23 @@ def test_the_api_functions_stay_callable_after_an_old_pickle_imports_raytune_ft_
 
     with pytest.raises(raytune_ft.ConfigError, match="give a config file"):
         raytune_ft.search()
+
+
+def test_every_test_the_fault_page_names_exists():
+    """docs/faults.md names the test that proves each fault: each must be a test of that file."""
+    import re
+
+    from conftest import REPO_ROOT
+
+    page = (REPO_ROOT / "docs" / "faults.md").read_text()
+    named = []
+    for item in re.findall(r"`(test_\w+\.py)(::[\w*]+)?`((?:, `::[\w*]+`)*)", page):
+        file, first, more = item
+        assert (REPO_ROOT / "tests" / file).is_file(), f"docs/faults.md names tests/{file}, which is not there"
+        names = [first, *re.findall(r"`(::[\w*]+)`", more)]
+        named += [(file, name[2:]) for name in names if name]
+    assert len(named) > 20
+    for file, name in named:
+        source = (REPO_ROOT / "tests" / file).read_text()
+        pattern = re.escape(name).replace(r"\*", r"\w*")
+        assert re.search(rf"^def {pattern}\(", source, re.M), f"docs/faults.md names {file}::{name}, which is not there"
