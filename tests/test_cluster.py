@@ -127,6 +127,33 @@ def test_driver_resource_must_exist_in_the_cluster(two_node_cluster, tiny_bert_d
     result = search_in_process(raw, tmp_path, "--address", two_node_cluster)
     assert result.exit_code == 2
     assert "resources.driver_resource" in result.output
+    assert not (tmp_path / "runs" / "nodriver").exists() and not (tmp_path / "s").exists()  # nothing left behind
+
+
+@pytest.mark.slow
+def test_a_worker_no_node_can_hold_is_refused_and_leaves_nothing(two_node_cluster, tiny_bert_dir, tmp_path):
+    """Two 1-CPU nodes hold 2 CPUs between them, but no worker of 2 CPUs: Tune would wait forever."""
+    raw = quick_config(
+        tiny_bert_dir,
+        resources={"cpus_per_worker": 2, "max_concurrent_trials": 1},
+        output={"dir": str(tmp_path / "runs"), "name": "too-big", "storage_path": str(tmp_path / "shared")},
+    )
+    result = search_in_process(raw, tmp_path, "--address", two_node_cluster)
+    assert result.exit_code == 2, result.output
+    assert "its biggest node 1 CPU" in result.output and "lower resources.*" in result.output
+    assert not (tmp_path / "runs" / "too-big").exists() and not (tmp_path / "shared").exists()
+
+
+def test_a_trial_bigger_than_the_machine_is_refused_even_with_max_concurrent_trials(tmp_path, tiny_bert_dir):
+    raw = quick_config(
+        tiny_bert_dir,
+        resources={"cpus_per_worker": 64, "max_concurrent_trials": 1},
+        output={"dir": str(tmp_path / "runs"), "name": "huge"},
+    )
+    result = search_in_process(raw, tmp_path, "--quiet")
+    assert result.exit_code == 2, result.output
+    assert "one trial needs 1 worker(s) of 64 CPU and 0 GPU" in result.output
+    assert not (tmp_path / "runs" / "huge").exists()
 
 
 def test_ray_client_addresses_are_refused_before_anything_starts(tmp_path, tiny_bert_dir):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import socket
 import sys
 import time
@@ -54,7 +55,13 @@ from raytune_ft.run_folder import (
 )
 from raytune_ft.training.trial import run_trial
 from raytune_ft.tuning.checkpoints import checkpoint_bytes, prune_ended_trials
-from raytune_ft.tuning.cluster import check_storage_is_shared, own_local_runtime_address, storage_root, trial_resources
+from raytune_ft.tuning.cluster import (
+    alive_nodes,
+    check_storage_is_shared,
+    own_local_runtime_address,
+    storage_root,
+    trial_resources,
+)
 from raytune_ft.tuning.confirm import CONFIRM_DIR, run_confirm
 from raytune_ft.tuning.progress import SearchProgress
 from raytune_ft.tuning.run_log import RunFolderLog
@@ -221,7 +228,9 @@ def start_ray(address: str | None, verbose: bool) -> ExitStack:
 
 
 def check_cluster(config: Config, storage: str, resumed: bool, ray_runtime: ExitStack) -> Placement:
-    """What the cluster must offer is checked before the run folder exists; on a refusal Ray stops."""
+    """What the cluster must offer is checked before the run folder exists; on a refusal Ray stops
+    and nothing is left behind (the storage folder the shared-storage check made goes too)."""
+    made_here = outermost_missing(Path(storage)) if "://" not in storage else None
     try:
         if not resumed:  # (a resumed search was checked before its data was prepared)
             check_storage_is_shared(config, storage)
@@ -229,7 +238,19 @@ def check_cluster(config: Config, storage: str, resumed: bool, ray_runtime: Exit
     except BaseException:
         ray.shutdown()
         ray_runtime.close()
+        if made_here and made_here.is_dir() and not any(path.is_file() for path in made_here.rglob("*")):
+            shutil.rmtree(made_here)
         raise
+
+
+def outermost_missing(path: Path) -> Path | None:
+    """The outermost folder on the way to path that does not exist yet (None: path exists)."""
+    missing = None
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+        missing = folder
+    return missing
 
 
 def open_run_folder(config: Config, run_dir: Path, resume: bool) -> dict:
@@ -321,20 +342,30 @@ def pick_winner(config: Config, run_dir: Path, confirmed) -> Best | None:
 
 
 def concurrent_trials(config: Config) -> int:
-    """How many trials fit at once in what the Ray cluster has."""
-    if config.resources.max_concurrent_trials:
-        return config.resources.max_concurrent_trials
+    """How many trials fit at once in what the Ray cluster has (refused where not even one does)."""
+    fits = trials_that_fit(config)
+    return config.resources.max_concurrent_trials or fits
+
+
+def trials_that_fit(config: Config) -> int:
+    """Trials the cluster can run at once; a trial none of its nodes can hold a worker of, or that
+    the whole cluster cannot hold, is refused now: Tune would wait for resources forever."""
+    resources = config.resources
+    worker = {"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker}
+    nodes = [node.get("Resources", {}) for node in alive_nodes()]
     available = ray.cluster_resources()
-    per_trial_cpus = config.resources.cpus_per_worker * config.resources.num_workers
-    fits = int(available.get("CPU", 0) // per_trial_cpus)
-    if config.resources.gpus_per_worker > 0:
-        per_trial_gpus = config.resources.gpus_per_worker * config.resources.num_workers
-        fits = min(fits, int(math.floor(available.get("GPU", 0) / per_trial_gpus + 1e-9)))
-    if fits < 1:
+    fits = min(
+        int(math.floor(available.get(kind, 0) / (need * resources.num_workers) + 1e-9))
+        for kind, need in worker.items()
+        if need > 0
+    )
+    holds_a_worker = any(all(node.get(kind, 0) + 1e-9 >= need for kind, need in worker.items()) for node in nodes)
+    if fits < 1 or not holds_a_worker:
+        biggest = max(nodes, key=lambda node: (node.get("CPU", 0), node.get("GPU", 0)), default={})
         raise ConfigError(
-            f"resources: one trial needs {per_trial_cpus:g} CPU and "
-            f"{config.resources.gpus_per_worker * config.resources.num_workers:g} GPU, the Ray cluster has "
-            f"{available.get('CPU', 0):g} CPU and {available.get('GPU', 0):g} GPU; lower resources.*"
+            f"resources: one trial needs {resources.num_workers} worker(s) of {worker['CPU']:g} CPU and {worker['GPU']:g} GPU; "
+            f"the Ray cluster has {available.get('CPU', 0):g} CPU and {available.get('GPU', 0):g} GPU, its biggest node "
+            f"{biggest.get('CPU', 0):g} CPU and {biggest.get('GPU', 0):g} GPU; lower resources.*"
         )
     return fits
 
