@@ -109,9 +109,9 @@ def test_a_killed_training_process_restarts_from_the_latest_checkpoint(tiny_bert
     assert [row["epoch"] for row in rows] == [1, 2, 3, 4]  # no epoch lost
     restarted = [row for row in rows if "resumed_from_epoch" in row]
     assert len(restarted) == 1 and restarted[0]["resumed_from_epoch"] == restarted[0]["epoch"] - 1
-    # The restart said its checkpoint's epoch again (one extra line), with the same numbers.
+    # The restart said its checkpoint's epoch again; epochs.jsonl still holds that epoch once.
     said = [row for row in _lines(run_dir / "epochs.jsonl") if row["epoch"] == restarted[0]["epoch"] - 1]
-    assert len(said) == 2 and said[0]["eval_accuracy"] == said[1]["eval_accuracy"]
+    assert len(said) == 1
     # The schedule went on where it was: the restarted epoch's lr follows on from the one before.
     before = rows[restarted[0]["epoch"] - 2]
     assert restarted[0]["last_learning_rate"] < before["last_learning_rate"]
