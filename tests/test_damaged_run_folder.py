@@ -53,3 +53,15 @@ def test_a_row_appended_after_a_half_written_line_is_kept(run_dir):
     after = read_epochs(run_dir)
     assert after[:-1] == before and after[-1] == {"trial_id": "30e3a102", "epoch": 1, "eval_accuracy": 0.5}
     assert json.loads((run_dir / "epochs.jsonl").read_text().splitlines()[-1])["eval_accuracy"] == 0.5
+
+
+def test_a_run_folder_without_ray_tunes_state_is_not_resumed_but_still_read(run_dir):
+    """Its tune/ folder lost (a copy of the results only): --resume is one line; report still works."""
+    state = json.loads((run_dir / "search.json").read_text())
+    state.update(ended_at=state["started_at"] + 30, outcome="interrupted")
+    (run_dir / "search.json").write_text(json.dumps(state))
+    shutil.rmtree(run_dir / "tune")
+    line = one_line_error(CliRunner().invoke(main, ["search", "--resume", str(run_dir)]))
+    assert "no Ray Tune state under" in line and "lost or not copied" in line
+    report = CliRunner().invoke(main, ["report", str(run_dir)])
+    assert report.exit_code == 0 and "interrupted" in report.output

@@ -397,9 +397,12 @@ def check_resumable(run_dir: Path, tune_dir: str, takeover: bool = False) -> Non
             f"--resume {run_dir}: this search finished; start a new one (another output.name) to search more"
         )
     if not tune.Tuner.can_restore(tune_dir):
-        raise ConfigError(
-            f"--resume {run_dir}: no Ray Tune state under {tune_dir}; the search stopped before its first trial, start it anew"
+        why = (
+            "it was lost or not copied with the run folder; report still reads the results, a new search goes on"
+            if read_epochs(run_dir)
+            else "the search stopped before its first trial, start it anew"
         )
+        raise ConfigError(f"--resume {run_dir}: no Ray Tune state under {tune_dir}; {why}")
 
 
 def _say(console: Console, quiet: bool, line: str) -> None:
