@@ -119,10 +119,12 @@ class SearchSection(Section):
     # perturbation_interval epochs, restarts its worst trials from a copy of its best ones with
     # perturbed learning_rate / warmup_ratio; fifo runs every trial to its end.
     scheduler: Literal["fifo", "asha", "pbt"] = "asha"
-    # How the next trial's values are chosen: tpe (Optuna's Tree-structured Parzen Estimator),
-    # gp (Optuna's Gaussian-process sampler), random (Ray Tune's sampling of the space), or grid
-    # (every combination of the keys' choice lists, num_samples times).
-    algorithm: Literal["tpe", "gp", "random", "grid"] = "tpe"
+    # How the next trial's values are chosen: gp (Optuna's Gaussian-process sampler), tpe (Optuna's
+    # Tree-structured Parzen Estimator), random (Ray Tune's sampling of the space), or grid (every
+    # combination of the keys' choice lists, num_samples times). gp by measurement: at the shipped
+    # 8 trials TPE, modelling each key on its own from 2 start-up trials, fell behind random
+    # sampling beyond noise while gp did not (docs/benchmarks/sampler-choice.md).
+    algorithm: Literal["gp", "tpe", "random", "grid"] = "gp"
     # What ASHA (at each rung) and PBT (at each perturbation step) compare trials on: a metric
     # name as in `metric`. loss (eval_loss, lower is better) by default, whatever `metric` is: after
     # an epoch or two accuracy and F1 tie or invert (a trial stuck on the majority class can outscore
