@@ -184,9 +184,7 @@ def replace_epoch(run_dir: Path, row: dict) -> None:
     path = Path(run_dir) / EPOCHS_FILE
     key = (row["trial_id"], row["epoch"])
     rows = [{**old, **row} if (old.get("trial_id"), old.get("epoch")) == key else old for old in _read_jsonl(path)]
-    staging = path.with_suffix(".jsonl.writing")
-    staging.write_text("".join(json.dumps(each) + "\n" for each in rows), encoding="utf-8")
-    staging.replace(path)
+    write_text_atomically(path, "".join(json.dumps(each) + "\n" for each in rows))
 
 
 def any_trial_cut_off(run_dir: Path) -> bool:
@@ -233,8 +231,13 @@ def write_search_state(run_dir: Path, state: dict) -> None:
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
-    staging = path.with_suffix(".json.writing")
-    staging.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    write_text_atomically(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Written beside it, then renamed into place: a reader sees the old file or the new one, never half."""
+    staging = path.with_name(path.name + ".writing")
+    staging.write_text(text, encoding="utf-8")
     staging.replace(path)
 
 
