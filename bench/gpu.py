@@ -13,7 +13,10 @@ Reports (b)/(a) wall and in-trial samples/s, the start-up phases (as bench/overh
 what sharing gives: the GPU's samples/s summed over the trials of (c) against one trial alone
 in (b), and each trial's peak GPU memory (allocated and reserved, as the tool reports them) against
 what nvidia-smi sees per process while (c) runs, with the GPU's mean utilisation. Part (d),
-fp16clip, trains once with fp16 and gradient clipping and checks the loss stays finite. Before
+fp16clip, trains once with fp16 and gradient clipping and checks the loss stays finite. Part (e),
+checkpoint, times what an epoch's checkpoint costs the loop, with the optimizer state (what a
+restart or a PBT clone needs) and without it (a trial's last epoch, or output.save_optimizer:
+false): the loop's own save, then the copy into storage Ray makes. Before
 anything it runs `pip check` and imports the tool, so a broken kit fails in seconds. A BENCH line is
 printed (and appended to --out/bench.jsonl) after each part, so a run cut off by its time limit
 still leaves what it measured.
@@ -193,6 +196,48 @@ class NvidiaSmi:
         }
 
 
+def checkpoint_cost(args, model_dir: Path, work: Path, repeats: int = 3) -> dict:
+    """Seconds and MB of one epoch's checkpoint, with and without the optimizer state (median of repeats)."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from raytune_ft.training.checkpointing import save_checkpoint
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2).to(args.device)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    batch = tokenizer(["a short sentence"] * 4, return_tensors="pt").to(args.device)
+    model(**batch, labels=torch.zeros(4, dtype=torch.long, device=args.device)).loss.backward()
+    optimizer.step()  # AdamW's two moments per weight now exist, as after any epoch
+    results = {}
+    for name, state in (("with_optimizer", {"optimizer": optimizer.state_dict()}), ("model_only", {"epoch": 1})):
+        saves, copies = [], []
+        for _ in range(repeats):
+            folder, stored = work / f"ckpt-{name}", work / f"stored-{name}"
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(stored, ignore_errors=True)
+            started = time.perf_counter()
+            save_checkpoint(str(folder), model, tokenizer, state)
+            saved = time.perf_counter()
+            shutil.copytree(folder, stored)  # Ray's persist to local storage: a copy of the files
+            saves.append(saved - started)
+            copies.append(time.perf_counter() - saved)
+        size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+        results[name] = {
+            "mb": round(size / 1e6, 1),
+            "save_s": round(statistics.median(saves), 2),
+            "copy_s": round(statistics.median(copies), 2),
+        }
+    results["model_only_over_with_optimizer_s"] = round(
+        sum(results["model_only"][key] for key in ("save_s", "copy_s"))
+        / sum(results["with_optimizer"][key] for key in ("save_s", "copy_s")),
+        3,
+    )
+    return results
+
+
 def emit(summary: dict, out: Path | None) -> None:
     line = "BENCH " + json.dumps(summary)
     print(line, flush=True)
@@ -218,7 +263,7 @@ def main() -> None:
     )
     parser.add_argument("--share", type=int, default=4, help="trials sharing the GPU in part (c)")
     parser.add_argument("--cpus-per-trial", type=int, default=2)
-    parser.add_argument("--parts", default="plain,search1,shared,fp16clip")
+    parser.add_argument("--parts", default="plain,search1,shared,fp16clip,checkpoint")
     parser.add_argument("--out", default=None, help="also append the BENCH lines to OUT/bench.jsonl")
     args = parser.parse_args()
     args.gpus = 1 if args.device == "cuda" else 0
@@ -296,6 +341,9 @@ def main() -> None:
             "train_loss": loss,
             "finite": loss == loss and abs(loss) != float("inf"),
         }
+        emit(summary, out)
+    if "checkpoint" in parts:
+        summary["checkpoint"] = checkpoint_cost(args, model_dir, work)
         emit(summary, out)
 
 

@@ -305,6 +305,11 @@ class OutputSection(Section):
     # test split use); a number k, the best epochs of the k best trials; all, each trial's best
     # epoch (true means all); none (false): no checkpoints, nothing to export or restart from.
     keep_checkpoints: bool | int | str = "best"
+    # Whether a search's checkpoints also hold the optimizer state (AdamW: twice the model's size),
+    # so that a trial cut off mid-way (a dead worker, an interrupted search) goes on from its latest
+    # epoch. false: the model only; such a trial trains again from its first epoch. A trial's last
+    # epoch never writes it (nothing goes on from there), except under PBT, where clones go on.
+    save_optimizer: bool = True
     # Where Ray writes trial results and checkpoints (<storage_path>/<name>): required on a
     # multi-node cluster, a folder every node mounts or a URI such as s3://bucket/path.
     # Default: the run folder itself.
@@ -421,6 +426,10 @@ class Config(Section):
         if self.search.scheduler == "pbt" and not self.output.keep_checkpoints:
             raise ValueError(
                 "search.scheduler: pbt restarts weak trials from strong trials' checkpoints; set output.keep_checkpoints: best (or remove it)"
+            )
+        if self.search.scheduler == "pbt" and not self.output.save_optimizer:
+            raise ValueError(
+                "output.save_optimizer: pbt clones go on with their donor's optimizer state; set it to true (or remove it)"
             )
         self._check_points_to_evaluate()
         self.check_search_metric()

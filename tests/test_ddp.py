@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,8 +28,12 @@ def test_two_workers_split_the_data_and_report_what_one_process_measures(tiny_be
         resources={"num_workers": 2, "cpus_per_worker": 1},
         output={"dir": str(tmp_path / "runs"), "name": "ddp"},
     )
+    started = time.time()
     result = search_in_process(raw, tmp_path)
     assert result.exit_code == 0, result.output
+    # Rank 0 hands each checkpoint folder to Ray Train, which copies it to storage in the
+    # background and then deletes it; the other rank's empty folder is deleted at once.
+    assert not leftover_checkpoint_folders(since=started, hidden_size=32)
 
     run_dir = tmp_path / "runs" / "ddp"
     (row,) = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
@@ -51,3 +58,17 @@ def test_two_workers_split_the_data_and_report_what_one_process_measures(tiny_be
             losses.append(torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="none"))
     assert row["eval_accuracy"] == correct / len(validation)
     assert abs(row["eval_loss"] - torch.cat(losses).mean().item()) < 1e-4
+
+
+def leftover_checkpoint_folders(since: float, hidden_size: int) -> list[Path]:
+    """The loop's local checkpoint folders made since then that are still there (another search
+    on this machine may have its own: only those holding this test's model count, or empty ones)."""
+    folders = [
+        path for path in Path(tempfile.gettempdir()).glob("raytune-ft-ckpt-*") if path.stat().st_mtime >= since - 1
+    ]
+    return [
+        path
+        for path in folders
+        if not (path / "config.json").is_file()
+        or json.loads((path / "config.json").read_text()).get("hidden_size") == hidden_size
+    ]

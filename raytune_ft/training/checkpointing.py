@@ -13,10 +13,20 @@ import torch
 TRAINING_STATE_FILE = "training_state.pt"
 
 
-def load_training_state(checkpoint_dir: str | None) -> dict | None:
-    """The training state saved beside a checkpoint's model, or None to start afresh."""
-    if checkpoint_dir is None:
+def state_to_continue(checkpoint_dir: str | None, num_epochs: int) -> dict | None:
+    """What a restarted run goes on from: the training state saved beside the checkpoint's model,
+    or None to start afresh: no checkpoint, one without a training state, or one saved without
+    the optimizer state (output.save_optimizer: false) before the run's last epoch."""
+    if checkpoint_dir is None or not (Path(checkpoint_dir) / TRAINING_STATE_FILE).exists():
         return None
+    state = load_training_state(checkpoint_dir)
+    if "optimizer" not in state and state["epoch"] < num_epochs:
+        return None
+    return state
+
+
+def load_training_state(checkpoint_dir: str) -> dict:
+    """The training state saved beside a checkpoint's model."""
     # weights_only: tensors, numbers, strings and containers only; a pickled object of any other
     # kind (a checkpoint on shared storage that someone else wrote) is refused, not run.
     return torch.load(Path(checkpoint_dir) / TRAINING_STATE_FILE, map_location="cpu", weights_only=True)
@@ -25,7 +35,10 @@ def load_training_state(checkpoint_dir: str | None) -> dict | None:
 def restore_optimizer_and_schedule(state: dict, optimizer, lr_scheduler, learning_rate: float) -> None:
     """Optimizer and schedule as saved; the schedule goes on from its step, peaking at this
     run's learning rate: under PBT a trial restarts from another trial's checkpoint with a
-    perturbed one (the same value otherwise)."""
+    perturbed one (the same value otherwise). A state saved after the run's last epoch has
+    neither (nothing is left to train): nothing to restore."""
+    if "optimizer" not in state:
+        return
     optimizer.load_state_dict(state["optimizer"])
     lr_scheduler.load_state_dict(state["lr_scheduler"])
     lr_scheduler.base_lrs = [learning_rate] * len(lr_scheduler.base_lrs)

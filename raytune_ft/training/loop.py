@@ -19,7 +19,6 @@ import gc
 import math
 import os
 import socket
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -36,7 +35,7 @@ from raytune_ft.config import Config, TrainSection
 from raytune_ft.data.sources import resolve_model_path
 from raytune_ft.data.tokenized import load_tokenized
 from raytune_ft.tasks import EVAL_SUFFIXES, Task
-from raytune_ft.training.checkpointing import load_training_state, restore_optimizer_and_schedule, save_checkpoint
+from raytune_ft.training.checkpointing import restore_optimizer_and_schedule, save_checkpoint, state_to_continue
 from raytune_ft.training.divergence import DivergenceGuard
 from raytune_ft.training.metrics import GlueMetric
 from raytune_ft.training.reporters import EpochReporter
@@ -74,8 +73,9 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
     # Weights in fp32 whatever the checkpoint stores (transformers loads dtype="auto"): AdamW on
     # fp16 weights gives a NaN loss at the second step; train.mixed_precision decides compute.
     with reporter.restore_point() as restore_dir:
-        model = AutoModelForSequenceClassification.from_pretrained(restore_dir or model_path, **model_options(config))
-        restored = load_training_state(restore_dir)
+        restored = state_to_continue(restore_dir, hp.num_epochs)
+        weights = restore_dir if restored is not None else model_path  # nothing to go on from: afresh
+        model = AutoModelForSequenceClassification.from_pretrained(weights, **model_options(config))
     # On a GPU one fused kernel per update (fewer launches per step); on the CPU as before.
     optimizer = AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay, fused=on_gpu(accelerator))
     timeline.mark("model_ready_at")
@@ -139,9 +139,9 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
         print_epoch(accelerator, metrics)
         # A plain run saves improving epochs; a search every epoch: a restart loses at most one.
         keep = config.output.keep_checkpoints and (improved or reporter.resumable) and accelerator.is_main_process
-        with tempfile.TemporaryDirectory(prefix="raytune-ft-ckpt-") as checkpoint_dir:
+        with reporter.checkpoint_folder() as checkpoint_dir:
             if keep:  # with the training state where runs restart (a search)
-                state = training_state(epoch, best, divergence, optimizer, lr_scheduler, metrics)
+                state = training_state(config, epoch, best, divergence, optimizer, lr_scheduler, metrics)
                 resumable = reporter.resumable
                 save_checkpoint(
                     checkpoint_dir, accelerator.unwrap_model(model), tokenizer, state if resumable else None
@@ -251,17 +251,16 @@ def resume(
 
 
 def training_state(
-    epoch: int, best: BestScore, divergence: DivergenceGuard, optimizer, lr_scheduler, metrics: dict
+    config: Config, epoch: int, best: BestScore, divergence: DivergenceGuard, optimizer, lr_scheduler, metrics: dict
 ) -> dict:
-    """What a restart needs besides the model (saved beside it, see resume)."""
-    return {
-        "epoch": epoch,
-        "best_score": best.score,
-        "first_loss": divergence.first_loss,
-        "optimizer": optimizer.state_dict(),
-        "lr_scheduler": lr_scheduler.state_dict(),
-        "last_metrics": metrics,
-    }
+    """What a restart needs besides the model (saved beside it, see resume). The optimizer state
+    (AdamW: twice the model's size) only where training may go on from this checkpoint: a
+    restart before the run's last epoch, or, under PBT, a clone at any epoch."""
+    state = {"epoch": epoch, "best_score": best.score, "first_loss": divergence.first_loss, "last_metrics": metrics}
+    goes_on = epoch < config.train.num_epochs or config.search.scheduler == "pbt"
+    if config.output.save_optimizer and goes_on:
+        state.update(optimizer=optimizer.state_dict(), lr_scheduler=lr_scheduler.state_dict())
+    return state
 
 
 class StepLosses:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
@@ -35,6 +36,10 @@ class EpochReporter:
         """A local folder holding the checkpoint to continue from, or None to start afresh."""
         return nullcontext(None)
 
+    def checkpoint_folder(self) -> AbstractContextManager[str]:
+        """A new local folder for one epoch's checkpoint, deleted once report() is done with it."""
+        return tempfile.TemporaryDirectory(prefix="raytune-ft-ckpt-")
+
     @contextmanager
     def _opened(self, checkpoint):
         """A Ray checkpoint (or None) as a local folder; restored_from says where it is stored."""
@@ -51,17 +56,37 @@ class RayTrainReporter(EpochReporter):
 
     resumable = True
 
-    def __init__(self, start_from=None):
+    def __init__(self, start_from=None, upload_in_background: bool = False):
         # A ray.train.Checkpoint to start from when this Train run has none of its own yet
         # (PBT: a trial restarted from its own or from a stronger trial's checkpoint).
         self.start_from = start_from
+        # Ray Train copies each checkpoint to storage in a thread of its own while the next
+        # epoch trains, then deletes the local folder (the copy is waited for when the run ends).
+        self.upload_in_background = upload_in_background
+        self._handed_over: str | None = None  # the folder Ray Train now owns and deletes
+
+    @contextmanager
+    def checkpoint_folder(self):
+        if not self.upload_in_background:
+            with super().checkpoint_folder() as folder:
+                yield folder
+            return
+        folder = tempfile.mkdtemp(prefix="raytune-ft-ckpt-")
+        try:
+            yield folder
+        finally:
+            if self._handed_over != folder:  # no checkpoint this epoch, or report() never got it
+                shutil.rmtree(folder, ignore_errors=True)
 
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         import ray.train
 
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        mode = ray.train.CheckpointUploadMode.SYNC
+        if self.upload_in_background:
+            mode, self._handed_over = ray.train.CheckpointUploadMode.ASYNC, checkpoint_dir
         # A barrier across workers: every rank must call it, only rank 0's metrics reach Tune.
-        ray.train.report(metrics, checkpoint=checkpoint)
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_upload_mode=mode)
 
     def restore_point(self):
         import ray.train

@@ -102,6 +102,9 @@ def run_trial(
             "data": data[0][config.max_length],
             "progress_bar": False,
             "start_from": start_checkpoint() if relay else None,
+            # Each epoch's checkpoint is copied to storage while the next epoch trains; under PBT
+            # the relay hands it to Tune first, so there it is copied before training goes on.
+            "upload_in_background": not relay,
             "timeline": {"driver_started_at": driver_started_at},
         },
         scaling_config=ScalingConfig(

@@ -28,7 +28,11 @@ def ray_train_loop(loop_config: dict) -> dict | None:
     from raytune_ft.training.reporters import RayTrainReporter
 
     try:
-        training_function(loop_config, RayTrainReporter(start_from=loop_config.get("start_from")))
+        reporter = RayTrainReporter(
+            start_from=loop_config.get("start_from"),
+            upload_in_background=loop_config.get("upload_in_background", False),
+        )
+        training_function(loop_config, reporter)
     except TrainingDiverged as diverged:
         return {"diverged": str(diverged)}
     return None
