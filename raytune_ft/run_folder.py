@@ -30,6 +30,10 @@ BEST_FILE = "best.json"
 CONFIG_FILE = "config.yaml"
 CONFIRM_FILE = "confirm.json"  # the confirm stage's table (tuning/confirm.py)
 TEST_FILE = "test.json"  # the winner's test-split metrics (tuning/holdout.py)
+# Each trial's dev-set predictions and labels per epoch, for comparing trials example by example
+# (report/baseline.py); the loop reports them under DEV_PREDICTIONS, kept out of epochs.jsonl.
+PREDICTIONS_FILE = "predictions.jsonl"
+DEV_PREDICTIONS = "dev_predictions"
 
 
 class RunFolderLock:
@@ -158,6 +162,16 @@ def append_epoch(run_dir: Path, row: dict) -> None:
     _append_jsonl(Path(run_dir) / EPOCHS_FILE, row)
 
 
+def append_predictions(run_dir: Path, trial_id: str, epoch: int, examples: dict) -> None:
+    _append_jsonl(Path(run_dir) / PREDICTIONS_FILE, {"trial_id": trial_id, "epoch": epoch, **examples})
+
+
+def read_predictions(run_dir: Path) -> dict[tuple[str, int], dict]:
+    """{(trial_id, epoch): {"predictions": [...], "labels": [...]}}; an epoch trained again: its last row."""
+    rows = _read_jsonl(Path(run_dir) / PREDICTIONS_FILE)
+    return {(row["trial_id"], row["epoch"]): row for row in rows}
+
+
 def read_trial_events(run_dir: Path) -> list[dict]:
     return _read_jsonl(Path(run_dir) / TRIALS_FILE)
 
@@ -249,6 +263,8 @@ class Best:
     checkpoint: str | None
     # With a confirm stage: the winning config's mean over its new seeds (see tuning/confirm.py).
     confirmed: dict | None = None
+    # The search's best against the baseline trial, the config's own values (report/baseline.py).
+    against_baseline: dict | None = None
 
     def to_json(self) -> dict:
         document = {
@@ -259,6 +275,8 @@ class Best:
         }
         if self.confirmed is not None:
             document["confirmed"] = self.confirmed
+        if self.against_baseline is not None:
+            document["against_baseline"] = self.against_baseline
         return document
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raytune_ft.config import Config, ResourcesSection, load_config
+from raytune_ft.report.baseline import BaselineComparison, compare_with_baseline
 from raytune_ft.run_folder import (
     CONFIG_FILE,
     CONFIRM_FILE,
@@ -27,6 +28,7 @@ from raytune_ft.run_folder import (
     find_best,
     read_epochs,
     read_json,
+    read_predictions,
     read_search_state,
     read_trial_events,
 )
@@ -60,6 +62,8 @@ class TrialSummary:
     wall_seconds: float = 0.0
     error: str | None = None
     winner: bool = False
+    baseline: bool = False  # ran the config's own train values
+    tied: bool = False  # within dev-set noise of the winner (report/baseline.py)
     best_metric: float | None = None
     last_metric: float | None = None
 
@@ -84,6 +88,8 @@ class TrialSummary:
             "trial_id": self.trial_id,
             "status": self.status,
             "winner": self.winner,
+            "baseline": self.baseline,
+            "tied_with_winner": self.tied,
             "config": self.config,
             "planned_epochs": self.planned_epochs,
             "epochs_done": self.epochs_done,
@@ -113,6 +119,7 @@ class RunSummary:
     checkpoint_bytes: int | None = None  # what the kept checkpoints take on disk, measured at the search's end
     confirm: dict | None = None  # confirm.json: the top configs re-run with new seeds
     test: dict | None = None  # test.json: the winner on the test split
+    baseline: BaselineComparison | None = None  # the search's best against the config's own values
 
     @property
     def metric_key(self) -> str:
@@ -193,6 +200,7 @@ def summarize_run(run_dir: Path, now: float | None = None) -> RunSummary:
         trial.best_metric = pick(scores) if scores else None
         trial.last_metric = scores[-1] if scores else None
         trial.winner = trial.trial_id == winner
+    baseline = baseline_comparison(run_dir, config, trials, best)
     started = state.get("started_at")
     wall = ((state.get("ended_at") or now) - started) if started else None
     return RunSummary(
@@ -207,7 +215,35 @@ def summarize_run(run_dir: Path, now: float | None = None) -> RunSummary:
         checkpoint_bytes=state.get("checkpoint_bytes"),
         confirm=confirm,
         test=read_json(run_dir, TEST_FILE),
+        baseline=baseline,
     )
+
+
+def baseline_comparison(run_dir: Path, config: Config, trials: list[TrialSummary], best: Best | None):
+    """The search's best trial against the baseline trial, the first to run the config's own
+    train values (report/baseline.py); marks both kinds of trial. None when nothing was searched."""
+    if best is None or not config.search.space:
+        return None
+    defaults = {key: config.train_value(key) for key in config.search.space}
+    baseline = next((t for t in trials if {k: t.config.get(k) for k in defaults} == defaults), None)
+    key, pick = f"eval_{config.metric}", max if config.search.mode == "max" else min
+    best_epochs = {
+        trial.trial_id: pick(scored, key=lambda row: row[key])
+        for trial in trials
+        if (scored := [row for row in trial.epochs if isinstance(row.get(key), (int, float))])
+    }
+    comparison = compare_with_baseline(
+        config.metric,
+        config.search.mode,
+        best_epochs,
+        baseline.trial_id if baseline else None,
+        best.trial_id,
+        read_predictions(run_dir),
+    )
+    for trial in trials:
+        trial.baseline = baseline is not None and trial.trial_id == baseline.trial_id
+        trial.tied = trial.trial_id in comparison.tied
+    return comparison
 
 
 def search_status(state: dict, now: float | None = None) -> str:

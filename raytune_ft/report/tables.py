@@ -15,6 +15,7 @@ from rich.table import Table
 from raytune_ft.report.summary import RunSummary, device_unit
 
 WINNER_MARK = "★"
+TIED_MARK = "≈"  # within dev-set noise of the winner (report/baseline.py)
 SAVINGS_METHOD = "estimate: each stopped trial's remaining epochs x its mean measured epoch time x its devices"
 
 
@@ -45,7 +46,7 @@ def trials_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
     for trial in summary.trials:
         rows.append(
             [
-                trial.trial_id + (f" {WINNER_MARK}" if trial.winner else ""),
+                trial_label(trial),
                 trial.status,
                 *(format_setting(trial.config, name) for name in summary.searched),
                 f"{trial.epochs_done}/{trial.planned_epochs}",
@@ -58,9 +59,37 @@ def trials_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def trial_label(trial) -> str:
+    marks = [WINNER_MARK] * trial.winner + [TIED_MARK] * trial.tied + ["baseline"] * trial.baseline
+    return " ".join([trial.trial_id, *marks])
+
+
 def trials_title(summary: RunSummary) -> str:
     better = "higher" if summary.config.search.mode == "max" else "lower"
-    return f"Trials: best and last {summary.metric_key} ({better} is better), winner {WINNER_MARK}"
+    tied = f", {TIED_MARK} within dev-set noise of the best" if summary.baseline and summary.baseline.tied else ""
+    return f"Trials: best and last {summary.metric_key} ({better} is better), winner {WINNER_MARK}{tied}"
+
+
+def baseline_lines(summary: RunSummary) -> list[str]:
+    """The search's best against the baseline trial (the config's own values), with the verdict."""
+    comparison = summary.baseline
+    if comparison is None:
+        return []
+    metric, base = comparison.metric, comparison.baseline
+    if base is None or base["trial_id"] == comparison.winner["trial_id"]:
+        lines = [f"against the baseline: {comparison.verdict}"]
+    else:
+        noise = ""
+        if comparison.interval is not None:
+            low, high = comparison.interval
+            noise = f" (95% interval {low:+.4f} to {high:+.4f} over {comparison.examples} dev examples)"
+        lines = [
+            f"against the baseline (trial {base['trial_id']}, the config's own values, epoch {base['epoch']} "
+            f"{metric}={base['score']:.4f}): the best is {comparison.difference:+.4f}{noise}: {comparison.verdict}"
+        ]
+    if comparison.tied:
+        lines.append(f"within dev-set noise of the best: trial {', '.join(comparison.tied)}")
+    return lines
 
 
 def history_rows(summary: RunSummary) -> tuple[list[str], list[list[list[str]]]]:
@@ -184,6 +213,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
         lines.append(
             f"{label}: trial {best.trial_id} epoch {best.metrics['epoch']} {summary.metric_key}={best.metrics[summary.metric_key]:.4f} with {params}"
         )
+        lines += baseline_lines(summary)
     unit = device_unit(summary.device_type)
     wall = f"; search wall time {summary.wall_seconds:.0f}s" if summary.wall_seconds is not None else ""
     lines.append(f"compute: {summary.device_seconds:,.0f} {unit} over {len(summary.trials)} trials{wall}")
@@ -214,6 +244,7 @@ def report_json(summary: RunSummary, files: dict | None = None) -> dict:
         "mode": summary.config.search.mode,
         "searched": summary.searched,
         "best": summary.best.to_json() if summary.best else None,
+        "against_baseline": summary.baseline.to_json() if summary.baseline else None,
         "trials": [trial.to_json() for trial in summary.trials],
         "cost": {
             "device_type": summary.device_type,

@@ -34,6 +34,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 from raytune_ft.config import Config, TrainSection
 from raytune_ft.data.sources import resolve_model_path
 from raytune_ft.data.tokenized import load_tokenized
+from raytune_ft.run_folder import DEV_PREDICTIONS
 from raytune_ft.tasks import EVAL_SUFFIXES, Task
 from raytune_ft.training.checkpointing import restore_optimizer_and_schedule, save_checkpoint, state_to_continue
 from raytune_ft.training.divergence import DivergenceGuard
@@ -159,8 +160,18 @@ def evaluate_on(
     dataloader, model, metric: GlueMetric, accelerator: Accelerator, is_regression: bool
 ) -> tuple[dict, float, int]:
     """One pass over an evaluation set: (the task's metrics, mean loss, examples seen)."""
+    scores, loss, count, _ = predict_on(dataloader, model, metric, accelerator, is_regression)
+    return scores, loss, count
+
+
+def predict_on(
+    dataloader, model, metric: GlueMetric, accelerator: Accelerator, is_regression: bool
+) -> tuple[dict, float, int, dict]:
+    """evaluate_on, and its predictions and labels per example, in the set's order (DDP shards
+    take batches in turn, which gathering puts back in order): what the report compares two
+    trials on, example by example (report/baseline.py)."""
     model.eval()
-    losses = []
+    losses, kept_predictions, kept_labels = [], [], []
     for batch in dataloader:
         with torch.no_grad():  # the model's own loss unasked (no labels): the per-example losses below
             outputs = model(**{key: value for key, value in batch.items() if key != "labels"})
@@ -176,18 +187,26 @@ def evaluate_on(
         )
         metric.add_batch(predictions=predictions, references=references)
         losses.append(example_losses)
+        kept_predictions.append(predictions.float() if is_regression else predictions)
+        kept_labels.append(references)
     losses = torch.cat(losses)
-    return metric.compute(), losses.mean().item(), len(losses)
+    examples = {"predictions": torch.cat(kept_predictions).tolist(), "labels": torch.cat(kept_labels).tolist()}
+    if is_regression:  # scores: 5 decimals are plenty for a comparison, and a third of the bytes
+        examples = {key: [round(value, 5) for value in values] for key, values in examples.items()}
+    return metric.compute(), losses.mean().item(), len(losses), examples
 
 
 def evaluate_splits(task: Task, eval_dataloaders: list, model, metric: GlueMetric, accelerator: Accelerator) -> dict:
-    """eval_<metric><suffix>, eval_loss<suffix> and examples_evaluated<suffix> for every evaluation split."""
+    """eval_<metric><suffix>, eval_loss<suffix> and examples_evaluated<suffix> for every evaluation
+    split, and the dev set's predictions and labels (DEV_PREDICTIONS)."""
     evaluated = {}
     for split, eval_dataloader in zip(task.eval_splits, eval_dataloaders):
         suffix = EVAL_SUFFIXES[split]  # "" for validation, "_mm" for MNLI mismatched
-        scores, eval_loss, count = evaluate_on(eval_dataloader, model, metric, accelerator, task.is_regression)
+        scores, eval_loss, count, examples = predict_on(eval_dataloader, model, metric, accelerator, task.is_regression)
         evaluated.update({f"eval_{name}{suffix}": value for name, value in scores.items()})
         evaluated.update({f"eval_loss{suffix}": eval_loss, f"examples_evaluated{suffix}": count})
+        if split == "validation":  # the dev set the search picks its winner on
+            evaluated[DEV_PREDICTIONS] = examples
     return evaluated
 
 

@@ -17,6 +17,7 @@ import tempfile
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
+from raytune_ft.run_folder import DEV_PREDICTIONS
 from raytune_ft.training.checkpointing import TRAINING_STATE_FILE
 
 
@@ -129,7 +130,7 @@ class RunFolderReporter(EpochReporter):
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         if not self.is_main_process:
             return
-        row = {"trial_id": self.trial_id, **metrics}
+        row = {"trial_id": self.trial_id, **{k: v for k, v in metrics.items() if k != DEV_PREDICTIONS}}
         if checkpoint_dir and metrics.get("best_so_far"):
             # Keep the best epoch's model; a plain run is never resumed, so no training state.
             target = self.run_dir / "checkpoint"

@@ -38,7 +38,7 @@ from raytune_ft.environment import (
     not_exported,
     set_defaults,
 )
-from raytune_ft.report.summary import search_status, silent_for
+from raytune_ft.report.summary import search_status, silent_for, summarize_run
 from raytune_ft.report.tables import make_console
 from raytune_ft.run_folder import (
     CONFIG_FILE,
@@ -338,6 +338,8 @@ def pick_winner(config: Config, run_dir: Path, confirmed) -> Best | None:
     if confirmed is not None and confirmed.best is not None:
         best = confirmed.best
     if best is not None:
+        comparison = summarize_run(run_dir).baseline
+        best.against_baseline = comparison.to_json() if comparison else None
         write_best(run_dir, best)
     return best
 

@@ -16,8 +16,10 @@ from ray import tune
 from raytune_ft.config import Config
 from raytune_ft.report.summary import trial_devices
 from raytune_ft.run_folder import (
+    DEV_PREDICTIONS,
     HEARTBEAT_EVERY,
     append_epoch,
+    append_predictions,
     append_trial_event,
     read_reported_epochs,
     read_search_state,
@@ -125,19 +127,22 @@ class RunFolderLog(tune.Callback):
         # result["config"] (PBT may already have given trial.config new values for its restart).
         row.update(result.get("config") or trial.config)
         row["reported_at"] = time.time()  # places the epoch on the search's timeline (compute spent so far)
-        self._log_epoch(row, restored=bool(result.get("restored")))
+        self._log_epoch(row, restored=bool(result.get("restored")), examples=result.get(DEV_PREDICTIONS))
         self.epochs_done[trial.trial_id] = result["epoch"]
         if self.progress:
             self.progress.epoch_reported(row)
 
-    def _log_epoch(self, row: dict, restored: bool) -> None:
+    def _log_epoch(self, row: dict, restored: bool, examples: dict | None) -> None:
         key = (row["trial_id"], row["epoch"])
         if key not in self.logged:
             append_epoch(self.run_dir, row)
             self.logged.add(key)
         elif not restored:  # trained again: its checkpoint after a restart is this one
             replace_epoch(self.run_dir, row)
-        # (a restored epoch said again that is already logged: nothing new)
+        else:
+            return  # a restored epoch said again that is already logged: nothing new
+        if examples:  # the dev predictions behind the row (the last row of an epoch counts)
+            append_predictions(self.run_dir, row["trial_id"], row["epoch"], examples)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if trial.trial_id in self.ended:
