@@ -17,11 +17,11 @@ import optuna
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from raytune_ft.config import Config, inside_space
 from raytune_ft.tuning.leader import LeaderKeepingASHA, SearchLeader
 from raytune_ft.tuning.pbt import build_pbt_scheduler
+from raytune_ft.tuning.searcher import BestEpochOptunaSearch
 
 TUNE_DIR = "tune"  # Ray Tune's experiment folder, under the search's storage
 
@@ -148,7 +148,10 @@ def build_search_algorithm(config: Config, max_concurrent: int = 0) -> Searcher 
             max_concurrent=max_concurrent,
         )
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" in our output
-    return OptunaSearch(
+    # Told each trial's best epoch, as the winner is picked (tuning/searcher.py).
+    return BestEpochOptunaSearch(
+        planned_epochs=config.train.num_epochs,
+        tell_stopped_as_pruned=config.search.algorithm == "tpe",  # GPSampler ignores pruned trials
         points_to_evaluate=points_to_evaluate(config) or None,
         sampler=build_optuna_sampler(config),
         metric=f"eval_{config.metric}",

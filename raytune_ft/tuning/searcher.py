@@ -1,0 +1,64 @@
+"""The searcher learns from the score that picks the winner: each trial's best epoch.
+
+Ray's OptunaSearch tells Optuna a trial's last reported result when the trial completes. The
+tool picks its winner (and exports its model) by the best epoch over all trials, so a trial that
+peaked at epoch 2 and overfit by epoch 4 would teach Optuna the epoch-4 score while its epoch-2
+model is the one exported. `BestEpochOptunaSearch` records every epoch as an intermediate value
+(step = the trial's own epoch) and tells each trial's best epoch on search.metric.
+
+A trial the scheduler stopped before its planned epochs is told as pruned with those values
+under TPE, which weighs a pruned trial by how far it got rather than as a finished one whose
+score is its early one. GPSampler leaves pruned trials out of its model altogether, so under gp
+such a trial is told as complete with its best epoch: a lower bound of what its values reach,
+which is what ASHA judged it on.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+
+class BestEpochOptunaSearch(OptunaSearch):
+    def __init__(self, *, planned_epochs: int, tell_stopped_as_pruned: bool, **optuna_search_options):
+        super().__init__(**optuna_search_options)
+        self._default_epochs = planned_epochs  # train.num_epochs, where num_epochs is not searched
+        self._tell_stopped_as_pruned = tell_stopped_as_pruned
+        self._best_scores: dict[str, float] = {}  # trial_id -> its best epoch so far (saved with the searcher)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        score = result.get(self.metric)
+        if not isinstance(score, (int, float)):
+            return
+        best = self._best_scores.get(trial_id)
+        better = best is None or (score > best if self.mode == "max" else score < best)
+        self._best_scores[trial_id] = score if better else best
+        with warnings.catch_warnings():
+            # An epoch said again after a restart is already recorded: Optuna keeps the first.
+            warnings.simplefilter("ignore")
+            self._ot_trials[trial_id].report(score, step=int(result.get("epoch", 0)))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result and not error:
+            self.on_trial_result(trial_id, result)  # a last result that did not come through on_trial_result
+        best = self._best_scores.pop(trial_id, None)
+        if error or best is None or trial_id in self._completed_trials:
+            super().on_trial_complete(trial_id, result, error)  # failed, or nothing reported: as Ray does
+            return
+        ot_trial = self._ot_trials[trial_id]
+        if self._tell_stopped_as_pruned and self._stopped_early(result):
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)  # Optuna keeps its last intermediate value
+        else:
+            self._ot_study.tell(ot_trial, best)
+        self._completed_trials.add(trial_id)
+
+    def _stopped_early(self, result: dict | None) -> bool:
+        """Whether the trial ended before its planned epochs (the scheduler stopped it)."""
+        if not result or "epoch" not in result:
+            return False
+        planned = (result.get("config") or {}).get("num_epochs", self._default_epochs)
+        return int(result.get("epoch", 0)) < int(planned)
