@@ -219,6 +219,24 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     return out_dir.resolve()
 
 
+@_one_error_type
+def dashboard(run_dir: str | os.PathLike, port: int = 8080) -> None:
+    """Serve the search's Optuna study (optuna.db) with optuna-dashboard on 127.0.0.1:port until
+    stopped (Ctrl-C); a running search's trials appear as they report."""
+    from raytune_ft.tuning.study import STUDY_FILE, study_url
+
+    run_dir = Path(run_dir)
+    if not (run_dir / STUDY_FILE).is_file():
+        raise ConfigError(
+            f"{run_dir} has no {STUDY_FILE}; give the run folder of a search (a search writes it as it runs)"
+        )
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise ConfigError("raytune-ft dashboard needs optuna-dashboard: pip install 'raytune-ft[dashboard]'") from None
+    run_server(study_url(run_dir), host="127.0.0.1", port=port)
+
+
 def load(config: ConfigLike, overrides: list[str] | tuple = ()) -> Config:
     """A Config from a YAML path, a raw dict or a Config, with `--set`-style overrides applied."""
     if isinstance(config, (str, os.PathLike)):

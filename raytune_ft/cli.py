@@ -1,4 +1,4 @@
-"""raytune-ft search | train | report | export: a thin layer over the Python API (api.py).
+"""raytune-ft search | train | report | export | dashboard: a thin layer over the Python API (api.py).
 
 Exit status: 0 on success, 2 for bad input (config, data, paths) with a one-line message,
 1 for failures during the run, 130 after Ctrl-C. On success the last line names the run folder.
@@ -157,6 +157,16 @@ def export(run_dir, out_dir):
     out = api.export(run_dir, out_dir)
     exported = json.loads((out / "raytune_ft_best.json").read_text(encoding="utf-8"))
     click.echo(f"exported trial {exported['trial_id']} to {out}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False), required=True)
+@click.option("--port", type=int, default=8080, show_default=True, help="Port on 127.0.0.1 to serve it on.")
+@_handle_errors
+def dashboard(run_dir, port):
+    """Serve the search's Optuna study with optuna-dashboard (trials, learning curves, parameter importances)."""
+    click.echo(f"Optuna dashboard of {Path(run_dir).resolve()} at http://127.0.0.1:{port}/ (Ctrl-C stops it)")
+    api.dashboard(run_dir, port)
 
 
 if __name__ == "__main__":

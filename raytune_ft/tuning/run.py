@@ -65,6 +65,7 @@ from raytune_ft.tuning.cluster import (
 from raytune_ft.tuning.confirm import CONFIRM_DIR, run_confirm
 from raytune_ft.tuning.progress import SearchProgress
 from raytune_ft.tuning.run_log import RunFolderLog
+from raytune_ft.tuning.study import OptunaStudyLog
 from raytune_ft.tuning.tracking import check_tracking_available, tracking_callbacks
 from raytune_ft.tuning.tuner import (
     TUNE_DIR,
@@ -156,7 +157,8 @@ def search_in(
         # restart from an ended donor's latest checkpoint, which stays until the search ends.
         prune = partial(prune_checkpoints, config, run_dir, placement.storage, clones_may_start=under_pbt)
         run_log = RunFolderLog(run_dir, config, progress, pbt=under_pbt, ended=set(ended), on_trial_end=prune)
-        callbacks = [run_log, *tracking_callbacks(config, run_dir)]
+        # optuna.db, for `raytune-ft dashboard` (tuning/study.py), whatever the search algorithm.
+        callbacks = [run_log, OptunaStudyLog(run_dir, config), *tracking_callbacks(config, run_dir)]
         if resumed:
             tuner = restore_tuner(trainable, placement.storage, callbacks)
             _say(console, quiet, f"resuming the search in {run_dir}")
