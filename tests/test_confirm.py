@@ -120,12 +120,18 @@ def test_search_and_report_show_the_confirm_table(confirmed):
     result, run_dir, confirm = confirmed
     winner = confirm["candidates"][confirm["winner"]]
     for output in (result.output, CliRunner().invoke(main, ["report", str(run_dir), "--no-plots"]).output):
-        assert "Confirm: the top 2 configs with new seeds" in output
-        assert "confirm: the top 2 configs x 2 new seeds (43, 44): winner config" in output
+        # The config's own learning rate (1e-3) was searched first: the baseline is among the two.
+        assert "Confirm: the top 2 configs (the baseline among them) with new seeds" in output
+        assert "confirm: the top 2 configs (the baseline among them) x 2 new seeds (43, 44): winner config" in output
+        assert "vs baseline" in output
         assert f"search trial {winner['search']['trial_id']}) mean eval_loss={winner['mean']:.4f}" in output
         assert f"43: {winner['runs'][0]['score']:.4f}" in output
     document = json.loads(CliRunner().invoke(main, ["report", str(run_dir), "--format", "json", "--no-plots"]).output)
     assert document["confirm"] == confirm
+    (baseline,) = [candidate for candidate in confirm["candidates"] if candidate.get("baseline")]
+    assert baseline["config"] == {"learning_rate": 1e-3}
+    (other,) = [candidate for candidate in confirm["candidates"] if not candidate.get("baseline")]
+    assert other["vs_baseline"]["pairs"] == 2 and len(other["vs_baseline"]["interval"]) == 2
     assert [t["trial_id"] for t in document["trials"] if t["winner"]] == [winner["search"]["trial_id"]]
 
 
@@ -205,3 +211,43 @@ def test_a_config_with_a_failed_seed_ranks_below_complete_ones():
 def test_confirm_needs_two_or_more_seeds():
     with pytest.raises(ConfigError, match="confirm.seeds"):
         validate_config(quick_config("m", confirm={"top_k": 2, "seeds": 1}))
+
+
+def test_the_baseline_is_re_run_with_the_same_seeds_and_each_config_is_compared_with_it_seed_by_seed():
+    config = validate_config(
+        quick_config(
+            "m", search={"space": {"learning_rate": {"loguniform": [1e-5, 1e-2]}}}, confirm={"top_k": 2, "seeds": 3}
+        )
+    )
+    # The config's own value (learning_rate 1e-3, trial c) ranks third: it joins as a candidate.
+    rows = [
+        row("a", 1, 0.9, learning_rate=3e-4),
+        row("b", 1, 0.8, learning_rate=1e-4),
+        row("c", 1, 0.7, learning_rate=1e-3),
+    ]
+    candidates = top_candidates(rows, config)
+    assert [(c["search"]["trial_id"], c.get("baseline", False)) for c in candidates] == [
+        ("a", False),
+        ("b", False),
+        ("c", True),
+    ]
+    scores = {0: [0.86, 0.87, 0.88], 1: [0.80, 0.83, 0.79], 2: [0.80, 0.82, 0.81]}  # per candidate, seeds 43-45
+    events, confirm_rows = [], []
+    for candidate, values in scores.items():
+        for seed, score in zip([43, 44, 45], values):
+            trial_id = f"r{candidate}-{seed}"
+            events += [
+                {"event": "started", "trial_id": trial_id, "config": {"candidate": candidate, "seed": seed}},
+                {"event": "finished", "trial_id": trial_id},
+            ]
+            confirm_rows.append(row(trial_id, 1, score))
+    document, _ = confirm_results(config, candidates, [43, 44, 45], rows, confirm_rows, events)
+    a, b, baseline = document["candidates"]
+    # a - baseline per seed: +0.06, +0.05, +0.07: mean 0.06 ± t(2) = 4.303 x sd 0.01 / sqrt(3)
+    assert a["vs_baseline"]["mean_difference"] == pytest.approx(0.06)
+    low, high = a["vs_baseline"]["interval"]
+    assert (low, high) == pytest.approx((0.06 - 4.303 * 0.01 / 3**0.5, 0.06 + 4.303 * 0.01 / 3**0.5), abs=1e-6)
+    assert a["vs_baseline"]["verdict"] == "better than the baseline beyond seed noise" and low > 0
+    # b - baseline: 0.00, +0.01, -0.02: no clear difference.
+    assert b["vs_baseline"]["verdict"] == "within seed noise of the baseline"
+    assert "vs_baseline" not in baseline and document["winner"] == 0

@@ -12,6 +12,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
+from raytune_ft.report.baseline import candidates_words
 from raytune_ft.report.summary import RunSummary, device_unit
 
 WINNER_MARK = "★"
@@ -123,7 +124,17 @@ def confirm_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
     """The confirm stage (confirm.json): one row per re-run config, in the search's order."""
     confirm = summary.confirm or {}
     searched = confirm.get("searched", summary.searched)
-    headers = ["config", "search trial", *searched, "search best", "mean", "± std", "seeds done", "per seed"]
+    headers = [
+        "config",
+        "search trial",
+        *searched,
+        "search best",
+        "mean",
+        "± std",
+        "vs baseline",
+        "seeds done",
+        "per seed",
+    ]
     rows = []
     for candidate in confirm.get("candidates", []):
         per_seed = ", ".join(
@@ -132,12 +143,15 @@ def confirm_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
         )
         rows.append(
             [
-                f"#{candidate['candidate'] + 1}" + (f" {WINNER_MARK}" if candidate.get("winner") else ""),
+                f"#{candidate['candidate'] + 1}"
+                + (f" {WINNER_MARK}" if candidate.get("winner") else "")
+                + (" baseline" if candidate.get("baseline") else ""),
                 candidate["search"]["trial_id"],
                 *(format_setting(candidate["config"], name) for name in searched),
                 format_value(candidate["search"]["score"]),
                 format_value(candidate["mean"]),
                 format_value(candidate["std"]),
+                against_baseline_cell(candidate.get("vs_baseline")),
                 f"{len(candidate['scores'])}/{len(confirm['seeds'])}",
                 per_seed,
             ]
@@ -145,10 +159,20 @@ def confirm_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def against_baseline_cell(compared: dict | None) -> str:
+    """A candidate's mean paired difference to the baseline, with its 95% interval over the seeds."""
+    if not compared:
+        return ""
+    if compared["interval"] is None:
+        return f"{compared['mean_difference']:+.4f}"
+    low, high = compared["interval"]
+    return f"{compared['mean_difference']:+.4f} ({low:+.4f} to {high:+.4f})"
+
+
 def confirm_title(summary: RunSummary) -> str:
     confirm = summary.confirm or {}
     return (
-        f"Confirm: the top {len(confirm.get('candidates', []))} configs with new seeds, {confirm.get('metric')} "
+        f"Confirm: {candidates_words(confirm.get('candidates', []))} with new seeds, {confirm.get('metric')} "
         f"of each run's best epoch; winner {WINNER_MARK} by the mean"
     )
 
@@ -165,13 +189,26 @@ def kept_words(config) -> str:
     return kept + "; a trial cut off keeps its latest for --resume"
 
 
+def confirm_baseline_lines(confirm: dict, winner: dict) -> list[str]:
+    """The confirmed winner against the baseline re-run with the same seeds."""
+    if winner.get("baseline"):
+        return ["against the baseline: the winner is the baseline (the config's own values) on new seeds"]
+    compared = winner.get("vs_baseline")
+    if not compared:
+        return []
+    return [
+        f"against the baseline, seed by seed: {against_baseline_cell(compared)} over {compared['pairs']} seeds "
+        f"(mean paired difference, 95% t interval): {compared['verdict']}"
+    ]
+
+
 def winner_lines(summary: RunSummary) -> list[str]:
     """How the winner was confirmed (confirm.json) and how it scores on test (test.json)."""
     lines = []
     confirm, test = summary.confirm, summary.test
     if confirm:
         seeds = ", ".join(map(str, confirm["seeds"]))
-        head = f"confirm: the top {len(confirm['candidates'])} configs x {len(confirm['seeds'])} new seeds ({seeds})"
+        head = f"confirm: {candidates_words(confirm['candidates'])} x {len(confirm['seeds'])} new seeds ({seeds})"
         if confirm.get("winner") is None:
             lines.append(f"{head}: no config finished its runs; best.json keeps the search's best trial")
         else:
@@ -188,6 +225,7 @@ def winner_lines(summary: RunSummary) -> list[str]:
                 lines.append(
                     f"the search's best trial ({confirm['candidates'][0]['search']['trial_id']}) did not win on new seeds"
                 )
+            lines += confirm_baseline_lines(confirm, winner)
         unit = device_unit(confirm.get("device_type") or summary.device_type)
         lines.append(
             f"confirm compute: {confirm.get('device_seconds', 0):,.0f} {unit} (not in the search's compute above)"

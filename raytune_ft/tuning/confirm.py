@@ -4,7 +4,7 @@ Fine-tuning on small GLUE sets is seed-sensitive: the search's best trial is oft
 luckiest. With `confirm.top_k` > 0, once the search has finished:
 
 1. candidates: the top_k distinct configs, ranked by each trial's best epoch on the search
-   metric (epochs.jsonl);
+   metric (epochs.jsonl), and the baseline (the config's own values) if not among them;
 2. seeds: `confirm.seeds` train.seed values that no search trial used, the same for every
    candidate (so candidates are compared on equal draws);
 3. a second Ray Tune run over the same trial driver (run_trial): FIFO, no search algorithm,
@@ -15,6 +15,8 @@ luckiest. With `confirm.top_k` > 0, once the search has finished:
    for being good, so it would bias the mean). The winner is the best mean among candidates
    whose runs all finished (a run that failed counts against its config); the model it
    exports is the winner's best run on dev: its search trial or one of its confirm runs.
+   Each candidate is also compared with the baseline seed by seed: the mean of the per-seed
+   differences with a 95% t interval, and a verdict (beyond seed noise or within it).
 
 confirm.json holds the table; best.json names the winning run, its checkpoint, and the mean.
 A stage cut off (Ctrl-C, a kill) goes on with `--resume` run by run: finished runs stay, cut-off
@@ -35,6 +37,7 @@ from ray.tune.schedulers import FIFOScheduler
 from rich.console import Console
 
 from raytune_ft.config import Config
+from raytune_ft.report.baseline import candidates_words, paired_seed_interval, verdict_of
 from raytune_ft.run_folder import (
     CONFIRM_FILE,
     Best,
@@ -108,7 +111,32 @@ def top_candidates(rows: list[dict], config: Config) -> list[dict]:
         )
         if len(candidates) == config.confirm.top_k:
             break
+    add_baseline(candidates, ranked, config)
     return candidates
+
+
+def add_baseline(candidates: list[dict], ranked: list[dict], config: Config) -> None:
+    """The baseline (the search trial that ran the config's own values) is re-run too, with the
+    same new seeds, so that each candidate is compared with it seed by seed: marked if it is
+    among the top configs, else added after them. Nothing is added where no trial ran it."""
+    own = {name: config.train_value(name) for name in confirmed_keys(config)}
+    for candidate in candidates:
+        if candidate["config"] == own:
+            candidate["baseline"] = True
+            return
+    row = next((row for row in ranked if {name: row.get(name) for name in own} == own), None)
+    if row is None:
+        return
+    key = f"eval_{config.metric}"
+    search = {
+        "trial_id": row["trial_id"],
+        "seed": row.get("seed", config.train.seed),
+        "epoch": row["epoch"],
+        "score": row[key],
+    }
+    candidates.append(
+        {"candidate": len(candidates), "config": own, "baseline": True, "added_as_baseline": True, "search": search}
+    )
 
 
 def search_seeds(rows: list[dict], config: Config) -> set[int]:
@@ -169,7 +197,7 @@ def run_confirm(
     if not quiet:
         again = "resumed: " if resumed else ""
         console.print(
-            f"confirm: {again}the top {len(candidates)} configs x {len(seeds)} new seeds ({', '.join(map(str, seeds))}): "
+            f"confirm: {again}{candidates_words(candidates)} x {len(seeds)} new seeds ({', '.join(map(str, seeds))}): "
             f"{runs} runs, {max_concurrent} at a time"
         )
     progress = SearchProgress(console, config.metric, config.search.mode, runs, quiet=quiet)
@@ -259,6 +287,7 @@ def confirm_results(
         candidate["std"] = statistics.stdev(scores) if len(scores) >= 2 else None
         candidate["complete"] = len(scores) == len(seeds)
 
+    compare_by_seed(candidates, mode)
     # Complete candidates first (a failed seed counts against a config), then by mean.
     sign = 1 if mode == "max" else -1
     scored = [c for c in candidates if c["mean"] is not None]
@@ -291,6 +320,32 @@ def confirm_results(
         "device_type": next((event.get("device_type") for event in ended.values()), None),
     }
     return document, best
+
+
+def compare_by_seed(candidates: list[dict], mode: str) -> None:
+    """Each candidate against the baseline candidate, paired by seed: the mean of (its score -
+    the baseline's) over the seeds both finished, with a 95% t interval and the verdict."""
+    baseline = next((candidate for candidate in candidates if candidate.get("baseline")), None)
+    if baseline is None:
+        return
+    base_scores = {run["seed"]: run["score"] for run in baseline["runs"] if run["status"] == "finished"}
+    for candidate in candidates:
+        if candidate is baseline:
+            continue
+        differences = [
+            run["score"] - base_scores[run["seed"]]
+            for run in candidate["runs"]
+            if run["status"] == "finished" and run["score"] is not None and base_scores.get(run["seed"]) is not None
+        ]
+        if not differences:
+            continue
+        mean, interval = paired_seed_interval(differences)
+        candidate["vs_baseline"] = {
+            "mean_difference": mean,
+            "interval": interval,
+            "pairs": len(differences),
+            "verdict": verdict_of(interval, mode, noise="seed noise"),
+        }
 
 
 def _exported_run(config: Config, winner: dict, search_rows: list[dict], confirm_rows: list[dict]) -> Best:
