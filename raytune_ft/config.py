@@ -114,7 +114,8 @@ class SearchSection(Section):
     space: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
     num_samples: int = Field(8, ge=1)
     metric: str | None = None  # default: the task's main metric; "loss" (eval_loss, with mode min) also works
-    mode: Literal["max", "min"] = "max"
+    # null: min for a loss (metric: loss), else max; a loss searched with mode max would pick the worst.
+    mode: Literal["max", "min"] | None = None
     # asha stops weak trials early; pbt (Population Based Training) trains a population and, every
     # perturbation_interval epochs, restarts its worst trials from a copy of its best ones with
     # perturbed learning_rate / warmup_ratio; fifo runs every trial to its end.
@@ -152,6 +153,29 @@ class SearchSection(Section):
     # []: none; or a list like [{learning_rate: 5.0e-5, num_epochs: 3}] (keys left out
     # take the train.* value).
     points_to_evaluate: list[dict[str, Any]] | None = None
+    # Earlier run folders (of the same task, model and metric) whose ended trials Optuna learns
+    # from before it suggests anything (tpe, gp); they are not run again (tuning/warm_start.py).
+    warm_start: list[str] = Field(default_factory=list)
+
+    @field_validator("warm_start", mode="before")
+    @classmethod
+    def _one_or_more_folders(cls, value):
+        return [] if value is None else [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _mode_from_metric(self) -> SearchSection:
+        if self.mode is None:
+            self.mode = "min" if (self.metric or "").startswith("loss") else "max"
+        return self
+
+    @model_validator(mode="after")
+    def _check_warm_start(self) -> SearchSection:
+        if self.warm_start and (self.algorithm not in ("tpe", "gp") or self.scheduler == "pbt"):
+            used = "PBT's random draw" if self.scheduler == "pbt" else self.algorithm
+            raise ValueError(
+                f"search.warm_start: only a model-based search.algorithm (gp or tpe) learns from earlier trials, not {used}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_grid(self) -> SearchSection:

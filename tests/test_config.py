@@ -257,3 +257,10 @@ def test_keep_checkpoints_names_how_many_ended_trials_keep_theirs(value, kept, t
 def test_keep_checkpoints_refuses_anything_else():
     with pytest.raises(ConfigError, match="output.keep_checkpoints: 0: give best"):
         load_config(None, ["output.keep_checkpoints=0"])
+
+
+def test_a_loss_metric_is_minimised_unless_the_config_says_otherwise():
+    assert validate_config({"search": {"metric": "loss"}}).search.mode == "min"
+    assert validate_config({"search": {"metric": "f1"}}).search.mode == "max"
+    assert validate_config({}).search.mode == "max"
+    assert validate_config({"search": {"metric": "loss", "mode": "max"}}).search.mode == "max"

@@ -75,6 +75,7 @@ from raytune_ft.tuning.tuner import (
     restore_tuner,
     scheduler_words,
 )
+from raytune_ft.tuning.warm_start import load_warm_start
 
 
 @dataclass
@@ -137,6 +138,8 @@ def search_in(
     else:
         check_storage_unused(storage)
     check_tracking_available(config)
+    # Earlier searches' trials for the searcher (read and checked before Ray starts).
+    warm_trials, warm_notes = load_warm_start(config) if not resumed else ([], [])
     # Data first: bad data is reported before Ray starts and before the run folder exists.
     data_paths = prepare_data(config, console, quiet)
     ray_runtime = start_ray(address, verbose)
@@ -164,7 +167,9 @@ def search_in(
             _say(console, quiet, f"resuming the search in {run_dir}")
         else:
             announce(config, placement.max_concurrent, console, quiet)
-            tuner = build_tuner(config, trainable, placement.storage, callbacks, placement.max_concurrent)
+            for note in warm_notes:
+                _say(console, quiet, note)
+            tuner = build_tuner(config, trainable, placement.storage, callbacks, placement.max_concurrent, warm_trials)
         progress.start()
         tuner.fit()
         # Tune returns normally after a Ctrl-C; the trials it cut off were marked interrupted.

@@ -17,16 +17,36 @@ from __future__ import annotations
 
 import warnings
 
+import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 
 class BestEpochOptunaSearch(OptunaSearch):
-    def __init__(self, *, planned_epochs: int, tell_stopped_as_pruned: bool, **optuna_search_options):
-        super().__init__(**optuna_search_options)
+    def __init__(
+        self, *, planned_epochs: int, tell_stopped_as_pruned: bool, warm_trials: list = (), **optuna_search_options
+    ):
         self._default_epochs = planned_epochs  # train.num_epochs, where num_epochs is not searched
         self._tell_stopped_as_pruned = tell_stopped_as_pruned
+        self._warm_trials = list(warm_trials)  # earlier searches' trials (tuning/warm_start.py)
         self._best_scores: dict[str, float] = {}  # trial_id -> its best epoch so far (saved with the searcher)
+        super().__init__(**optuna_search_options)
+
+    def _setup_study(self, mode):
+        """Ray's study, then the warm start's trials in it, told as this search's own would be."""
+        super()._setup_study(mode)
+        for warm in self._warm_trials:
+            pruned = self._tell_stopped_as_pruned and warm.stopped_early
+            self._ot_study.add_trial(
+                optuna.trial.create_trial(
+                    params=warm.params,
+                    distributions={name: self._space[name] for name in warm.params},
+                    value=list(warm.intermediate.values())[-1] if pruned else warm.best,
+                    intermediate_values=warm.intermediate,
+                    state=TrialState.PRUNED if pruned else TrialState.COMPLETE,
+                )
+            )
+        self._warm_trials = []  # in the study now (which the searcher's saved state holds)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:

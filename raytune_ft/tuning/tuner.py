@@ -26,9 +26,12 @@ from raytune_ft.tuning.searcher import BestEpochOptunaSearch
 TUNE_DIR = "tune"  # Ray Tune's experiment folder, under the search's storage
 
 
-def build_tuner(config: Config, trainable, storage: str, callbacks: list, max_concurrent: int) -> tune.Tuner:
-    """The Tuner of a new search; `trainable` is the trial driver with its resources."""
-    search_alg = build_search_algorithm(config, max_concurrent)
+def build_tuner(
+    config: Config, trainable, storage: str, callbacks: list, max_concurrent: int, warm_trials: list = ()
+) -> tune.Tuner:
+    """The Tuner of a new search; `trainable` is the trial driver with its resources; warm_trials:
+    earlier searches' trials for the searcher to learn from first (tuning/warm_start.py)."""
+    search_alg = build_search_algorithm(config, max_concurrent, warm_trials)
     return tune.Tuner(
         trainable,
         param_space=build_param_space(config),
@@ -137,7 +140,9 @@ def algorithm_words(config: Config) -> str:
     return config.search.algorithm
 
 
-def build_search_algorithm(config: Config, max_concurrent: int = 0) -> Searcher | BasicVariantGenerator | None:
+def build_search_algorithm(
+    config: Config, max_concurrent: int = 0, warm_trials: list = ()
+) -> Searcher | BasicVariantGenerator | None:
     if not config.search.space or config.search.algorithm == "grid":
         return None  # Tune's own generator: the grid, or num_samples repeats of the fixed train values
     if config.search.algorithm == "random":
@@ -148,11 +153,15 @@ def build_search_algorithm(config: Config, max_concurrent: int = 0) -> Searcher 
             max_concurrent=max_concurrent,
         )
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" in our output
+    # Points an earlier search already ran (warm start) are not run again.
+    ran = [warm.params for warm in warm_trials]
+    points = [point for point in points_to_evaluate(config) if point not in ran]
     # Told each trial's best epoch, as the winner is picked (tuning/searcher.py).
     return BestEpochOptunaSearch(
         planned_epochs=config.train.num_epochs,
         tell_stopped_as_pruned=config.search.algorithm == "tpe",  # GPSampler ignores pruned trials
-        points_to_evaluate=points_to_evaluate(config) or None,
+        warm_trials=warm_trials,
+        points_to_evaluate=points or None,
         sampler=build_optuna_sampler(config),
         metric=f"eval_{config.metric}",
         mode=config.search.mode,
