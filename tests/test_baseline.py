@@ -109,6 +109,10 @@ def test_a_real_search_records_dev_predictions_and_states_the_verdict(finished_s
         assert len(examples["labels"]) == row["examples_evaluated"] == 32
         assert accuracy(np.asarray(examples["predictions"]), np.asarray(examples["labels"])) == row["eval_accuracy"]
         assert "dev_predictions" not in row  # kept out of epochs.jsonl
+    # ...and out of Ray Tune's own records of each result (its saved state is written every 2 s).
+    tune_records = [path for path in (run_dir / "tune").rglob("*") if path.name in ("result.json", "progress.csv")]
+    assert tune_records and not any("dev_predictions" in path.read_text() for path in tune_records)
+    assert not any("dev_predictions" in path.read_text() for path in (run_dir / "tune").glob("experiment_state*.json"))
     best = json.loads((run_dir / "best.json").read_text())
     comparison = best["against_baseline"]
     # The trial that ran the config's own values (learning_rate 1e-3, warmup_ratio 0), suggested first.

@@ -110,6 +110,9 @@ class RunFolderLog(tune.Callback):
             self.progress.trial_started(event)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        # The dev predictions go to predictions.jsonl only: taken out of the result in place (Tune
+        # allows it), so Tune's saved state and result files do not carry them every few seconds.
+        examples = result.pop(DEV_PREDICTIONS, None)
         if trial.trial_id in self.ended:
             return
         if result.get("restored") and self.pbt:
@@ -127,7 +130,7 @@ class RunFolderLog(tune.Callback):
         # result["config"] (PBT may already have given trial.config new values for its restart).
         row.update(result.get("config") or trial.config)
         row["reported_at"] = time.time()  # places the epoch on the search's timeline (compute spent so far)
-        self._log_epoch(row, restored=bool(result.get("restored")), examples=result.get(DEV_PREDICTIONS))
+        self._log_epoch(row, restored=bool(result.get("restored")), examples=examples)
         self.epochs_done[trial.trial_id] = result["epoch"]
         if self.progress:
             self.progress.epoch_reported(row)
