@@ -332,7 +332,7 @@ class OutputSection(Section):
     # Whether a search's checkpoints also hold the optimizer state (AdamW: twice the model's size),
     # so that a trial cut off mid-way (a dead worker, an interrupted search) goes on from its latest
     # epoch. false: the model only; such a trial trains again from its first epoch. A trial's last
-    # epoch never writes it (nothing goes on from there), except under PBT, where clones go on.
+    # epoch never writes it: nothing goes on from there (a PBT clone of it would start past its end).
     save_optimizer: bool = True
     # Where Ray writes trial results and checkpoints (<storage_path>/<name>): required on a
     # multi-node cluster, a folder every node mounts or a URI such as s3://bucket/path.

@@ -166,10 +166,23 @@ def append_predictions(run_dir: Path, trial_id: str, epoch: int, examples: dict)
     _append_jsonl(Path(run_dir) / PREDICTIONS_FILE, {"trial_id": trial_id, "epoch": epoch, **examples})
 
 
-def read_predictions(run_dir: Path) -> dict[tuple[str, int], dict]:
-    """{(trial_id, epoch): {"predictions": [...], "labels": [...]}}; an epoch trained again: its last row."""
-    rows = _read_jsonl(Path(run_dir) / PREDICTIONS_FILE)
-    return {(row["trial_id"], row["epoch"]): row for row in rows}
+def read_predictions(run_dir: Path, wanted: set[tuple[str, int]] | None = None) -> dict[tuple[str, int], dict]:
+    """{(trial_id, epoch): {"predictions": [...], "labels": [...]}} (only the wanted ones, if
+    given: each row holds a list per dev example); an epoch trained again: its last row."""
+    path, found = Path(run_dir) / PREDICTIONS_FILE, {}
+    if not path.is_file():
+        return found
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            # Rows start {"trial_id": ..., "epoch": ...}: which one it is, before parsing the lists.
+            head = line[: line.find(', "predictions"')] + "}"
+            try:
+                key = (json.loads(head)["trial_id"], json.loads(head)["epoch"])
+                if wanted is None or key in wanted:
+                    found[key] = json.loads(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut short by a crash while it was written
+    return found
 
 
 def read_trial_events(run_dir: Path) -> list[dict]:

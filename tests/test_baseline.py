@@ -94,6 +94,9 @@ def test_the_baseline_as_winner_and_a_missing_baseline_say_so():
     assert same.verdict.startswith("the winner is the baseline") and same.difference == 0
     missing = compare_with_baseline("accuracy", "max", best_epochs, None, "base", examples)
     assert missing.verdict.startswith("no baseline") and missing.baseline is None
+    # The baseline trial failed before its first epoch was scored: no best epoch to compare.
+    unscored = compare_with_baseline("accuracy", "max", {"other": best_epochs["other"]}, "base", "other", examples)
+    assert unscored.verdict.startswith("no baseline score: its trial base") and unscored.baseline is None
     unrecorded = compare_with_baseline("accuracy", "max", best_epochs, "base", "other", {})
     assert unrecorded.verdict.startswith("noise unknown") and unrecorded.interval is None
 

@@ -1,11 +1,9 @@
 """What a search's checkpoints hold, and so what each epoch writes: the optimizer state (AdamW:
 twice the model's size) only where training may go on from the checkpoint; a restart from a
-checkpoint without it trains afresh; under PBT an ended trial keeps its best and its latest
-checkpoint while the search runs, not every epoch."""
+checkpoint without it trains afresh."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from contextlib import nullcontext
 from pathlib import Path
@@ -19,7 +17,6 @@ from raytune_ft.data.tokenized import prepare_tokenized_data
 from raytune_ft.training.checkpointing import TRAINING_STATE_FILE
 from raytune_ft.training.loop import training_function
 from raytune_ft.training.reporters import EpochReporter
-from raytune_ft.tuning.checkpoints import prune_ended_trials
 
 PBT = {"scheduler": "pbt", "space": {"learning_rate": {"loguniform": [1e-4, 1e-3]}}}
 
@@ -61,7 +58,7 @@ def run_loop(tiny_bert_dir, reporter: EpochReporter, **sections) -> None:
     [
         ({}, [True, True, False]),  # the last epoch: nothing goes on from it
         ({"output": {"save_optimizer": False}}, [False, False, False]),
-        ({"search": PBT}, [True, True, True]),  # a clone may go on from a finished trial's last epoch
+        ({"search": PBT}, [True, True, False]),  # a clone of a last epoch would start past the end
     ],
     ids=["default", "save_optimizer-false", "pbt"],
 )
@@ -107,32 +104,3 @@ def test_a_restart_from_the_last_epoch_trains_nothing_again(tiny_bert_dir, tmp_p
 
     assert [(row["epoch"], row.get("restored")) for row in restarted.rows] == [(3, True)]
     assert restarted.rows[0]["eval_loss"] == first.rows[-1]["eval_loss"]
-
-
-def test_under_pbt_an_ended_trial_keeps_its_best_and_latest_checkpoint_while_the_search_runs(tmp_path):
-    """PBT hands a clone its donor's latest checkpoint, which an ended trial no longer changes;
-    every other epoch's copy but the best goes as the trial ends, the latest once the search ends."""
-    copies = [tmp_path / "tune" / "run_trial_t1_0" / f"checkpoint_{index:06d}" for index in range(4)]
-    for folder in copies:
-        folder.mkdir(parents=True)
-        (folder / TRAINING_STATE_FILE).write_text("state")
-    losses, improved = [0.69, 0.60, 0.62, 0.65], [True, True, False, False]
-    rows = [
-        {
-            "trial_id": "t1",
-            "epoch": epoch,
-            "eval_loss": loss,
-            "best_so_far": float(better),
-            "checkpoint_path": str(copy),
-        }
-        for epoch, (loss, better, copy) in enumerate(zip(losses, improved, copies), start=1)
-    ]
-    (tmp_path / "epochs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    events = [{"event": "started", "trial_id": "t1"}, {"event": "finished", "trial_id": "t1"}]
-    (tmp_path / "trials.jsonl").write_text("".join(json.dumps(event) + "\n" for event in events))
-
-    prune_ended_trials(tmp_path, str(tmp_path), "loss", "min", kept_trials=1, clones_may_start=True)
-    assert [copy.exists() for copy in copies] == [False, True, False, True]  # best (epoch 2) and latest
-
-    prune_ended_trials(tmp_path, str(tmp_path), "loss", "min", kept_trials=1)  # the search has ended
-    assert [copy.exists() for copy in copies] == [False, True, False, False]

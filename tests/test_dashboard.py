@@ -123,3 +123,20 @@ def test_the_dashboard_without_its_extra_or_a_study_says_what_to_do(finished_sea
         timeout=120,
     )
     assert no_study.returncode == 2 and "has no optuna.db" in no_study.stderr
+
+
+def test_a_study_that_cannot_be_written_warns_once_and_leaves_the_search_alone(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from raytune_ft.config import validate_config
+    from raytune_ft.tuning.study import STUDY_FILE, OptunaStudyLog
+
+    (tmp_path / STUDY_FILE).write_bytes(b"not a database" * 100)  # damaged: SQLite cannot open it
+    config = validate_config(quick_config("m", search={"space": {"learning_rate": {"loguniform": [1e-5, 1e-3]}}}))
+    log = OptunaStudyLog(tmp_path, config)
+    trial = SimpleNamespace(trial_id="t1", config={"learning_rate": 1e-4}, last_result={})
+    log.on_trial_start(0, [], trial)  # raises nothing
+    log.on_trial_result(0, [], trial, {"epoch": 1, "eval_accuracy": 0.5})
+    log.on_trial_complete(0, [], trial)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "optuna.db is no longer written" in warnings[0]

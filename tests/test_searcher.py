@@ -12,23 +12,24 @@ from raytune_ft.config import validate_config
 from raytune_ft.run_folder import read_epochs
 from raytune_ft.tuning.tuner import TUNE_DIR, build_param_space, build_search_algorithm
 
-SPACE = {"learning_rate": {"loguniform": [1e-5, 1e-3]}, "num_epochs": {"randint": [1, 4]}}
+SPACE = {"learning_rate": {"loguniform": [1e-5, 1e-3]}}
 
 
-def searcher_for(algorithm: str):
+def searcher_for(algorithm: str, space: dict = SPACE):
     config = validate_config(
-        quick_config("unused-model", train={"num_epochs": 3}, search={"space": SPACE, "algorithm": algorithm})
+        quick_config("unused-model", train={"num_epochs": 3}, search={"space": space, "algorithm": algorithm})
     )
     searcher = build_search_algorithm(config)
     searcher.set_search_properties("eval_accuracy", "max", build_param_space(config))
     return searcher
 
 
-def run(searcher, trial_id: str, scores: list[float], planned: int) -> None:
-    """A trial that reports `scores` (epochs 1, 2, ...) and then ends (Tune's calls, in its order)."""
-    searcher.suggest(trial_id)
+def run(searcher, trial_id: str, scores: list[float]) -> None:
+    """A trial that reports `scores` (epochs 1, 2, ...) and then ends, with Tune's calls in Tune's
+    order; Tune hands searchers a flattened result ("config/<key>")."""
+    config = searcher.suggest(trial_id)
     results = [
-        {"epoch": epoch, "eval_accuracy": score, "config": {"num_epochs": planned}}
+        {"epoch": epoch, "eval_accuracy": score, **{f"config/{k}": v for k, v in config.items()}}
         for epoch, score in enumerate(scores, 1)
     ]
     for result in results:
@@ -43,27 +44,33 @@ def told(searcher) -> list[tuple[str, float | None, dict[int, float]]]:
 @pytest.mark.parametrize("algorithm", ["tpe", "gp"])
 def test_a_trial_is_told_its_best_epoch_not_its_last(algorithm):
     searcher = searcher_for(algorithm)
-    run(searcher, "t1", [0.70, 0.80, 0.75], planned=3)  # peaked at epoch 2, then overfit
+    run(searcher, "t1", [0.70, 0.80, 0.75])  # peaked at epoch 2, then overfit
     assert told(searcher) == [("COMPLETE", 0.80, {1: 0.70, 2: 0.80, 3: 0.75})]
 
 
 def test_a_stopped_trial_is_told_as_pruned_under_tpe():
     searcher = searcher_for("tpe")
-    run(searcher, "t1", [0.60], planned=3)  # the scheduler stopped it after epoch 1 of 3
+    run(searcher, "t1", [0.60])  # the scheduler stopped it after epoch 1 of 3
     # Pruned, with its last intermediate value as Optuna's value for it.
     assert told(searcher) == [("PRUNED", 0.60, {1: 0.60})]
 
 
 def test_a_stopped_trial_is_told_its_best_epoch_under_gp():
     searcher = searcher_for("gp")
-    run(searcher, "t1", [0.60, 0.55], planned=3)
+    run(searcher, "t1", [0.60, 0.55])
     assert told(searcher) == [("COMPLETE", 0.60, {1: 0.60, 2: 0.55})]
+
+
+def test_a_trial_is_stopped_early_by_its_own_searched_epoch_count():
+    searcher = searcher_for("tpe", {**SPACE, "num_epochs": {"choice": [4]}})
+    run(searcher, "t1", [0.60, 0.62, 0.64])  # 3 epochs is train.num_epochs, but this trial planned 4
+    assert told(searcher) == [("PRUNED", 0.64, {1: 0.60, 2: 0.62, 3: 0.64})]
 
 
 def test_a_failed_trial_is_told_as_failed():
     searcher = searcher_for("tpe")
     searcher.suggest("t1")
-    searcher.on_trial_result("t1", {"epoch": 1, "eval_accuracy": 0.5, "config": {"num_epochs": 3}})
+    searcher.on_trial_result("t1", {"epoch": 1, "eval_accuracy": 0.5})
     searcher.on_trial_complete("t1", None, error=True)
     assert [state for state, _, _ in told(searcher)] == ["FAIL"]
 

@@ -95,3 +95,19 @@ def test_a_warm_started_search_runs_only_new_trials(finished_search, tmp_path):
     earlier = [e["config"] for e in read_trial_events(run_dir) if e["event"] == "started"]
     (new,) = [e["config"] for e in read_trial_events(tmp_path / "runs" / "warm") if e["event"] == "started"]
     assert new not in earlier
+
+
+def test_an_earlier_pbt_search_is_refused(finished_search, tmp_path):
+    """PBT trials change their values as they run: their start values do not say what scored."""
+    import shutil
+
+    import yaml
+
+    _, run_dir, raw = finished_search
+    pbt_run = tmp_path / "pbt-run"
+    shutil.copytree(run_dir, pbt_run, ignore=shutil.ignore_patterns("tune", "trials", "*.db"))
+    saved = yaml.safe_load((pbt_run / "config.yaml").read_text())
+    saved["search"].update(scheduler="pbt", algorithm="random")
+    (pbt_run / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(ConfigError, match="is a PBT search"):
+        load_warm_start(validate_config(warm_config(raw, pbt_run)))

@@ -22,6 +22,7 @@ import numpy as np
 from raytune_ft.training.scores import METRIC_FUNCTIONS
 
 RESAMPLES = 1000
+TIE_CHECKED = 10  # the trials closest to the winner that are checked for a tie
 BETTER, WITHIN, WORSE = (
     "better than the baseline beyond dev-set noise",
     "within dev-set noise of the baseline",
@@ -79,9 +80,17 @@ def compare_with_baseline(
     def examples(trial_id: str) -> dict | None:
         return predictions.get((trial_id, best_epochs[trial_id]["epoch"]))
 
+    if baseline_id is not None and baseline_id not in best_epochs:
+        comparison = BaselineComparison(metric, point(winner_id), None)
+        comparison.verdict = (
+            f"no baseline score: its trial {baseline_id} has no scored epoch (failed, or still in its first)"
+        )
+        return comparison
     comparison = BaselineComparison(metric, point(winner_id), point(baseline_id) if baseline_id else None)
     winner_examples = examples(winner_id)
-    for trial_id in best_epochs:
+    # Ties: among the trials closest to the winner (a bootstrap each; a large dev set makes them slow).
+    closest = sorted(best_epochs, key=lambda trial_id: abs(best_epochs[trial_id][key] - best_epochs[winner_id][key]))
+    for trial_id in closest[: TIE_CHECKED + 1]:
         other = examples(trial_id)
         if trial_id == winner_id or winner_examples is None or other is None:
             continue

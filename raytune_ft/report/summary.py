@@ -232,13 +232,14 @@ def baseline_comparison(run_dir: Path, config: Config, trials: list[TrialSummary
         for trial in trials
         if (scored := [row for row in trial.epochs if isinstance(row.get(key), (int, float))])
     }
+    wanted = {(trial_id, row["epoch"]) for trial_id, row in best_epochs.items()}
     comparison = compare_with_baseline(
         config.metric,
         config.search.mode,
         best_epochs,
         baseline.trial_id if baseline else None,
         best.trial_id,
-        read_predictions(run_dir),
+        read_predictions(run_dir, wanted),
     )
     for trial in trials:
         trial.baseline = baseline is not None and trial.trial_id == baseline.trial_id

@@ -273,11 +273,11 @@ def training_state(
     config: Config, epoch: int, best: BestScore, divergence: DivergenceGuard, optimizer, lr_scheduler, metrics: dict
 ) -> dict:
     """What a restart needs besides the model (saved beside it, see resume). The optimizer state
-    (AdamW: twice the model's size) only where training may go on from this checkpoint: a
-    restart before the run's last epoch, or, under PBT, a clone at any epoch."""
+    (AdamW: twice the model's size) only where training may go on from this checkpoint: before
+    the run's last epoch (a restart, or a PBT clone, which goes on at the epoch after it with the
+    donor's epoch count, so after a last epoch it has nothing left to train either)."""
     state = {"epoch": epoch, "best_score": best.score, "first_loss": divergence.first_loss, "last_metrics": metrics}
-    goes_on = epoch < config.train.num_epochs or config.search.scheduler == "pbt"
-    if config.output.save_optimizer and goes_on:
+    if config.output.save_optimizer and epoch < config.train.num_epochs:
         state.update(optimizer=optimizer.state_dict(), lr_scheduler=lr_scheduler.state_dict())
     return state
 

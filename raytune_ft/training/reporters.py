@@ -83,11 +83,13 @@ class RayTrainReporter(EpochReporter):
         import ray.train
 
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        mode = ray.train.CheckpointUploadMode.SYNC
-        if self.upload_in_background:
-            mode, self._handed_over = ray.train.CheckpointUploadMode.ASYNC, checkpoint_dir
+        mode = (
+            ray.train.CheckpointUploadMode.ASYNC if self.upload_in_background else ray.train.CheckpointUploadMode.SYNC
+        )
         # A barrier across workers: every rank must call it, only rank 0's metrics reach Tune.
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_upload_mode=mode)
+        if checkpoint is not None and self.upload_in_background:
+            self._handed_over = checkpoint_dir  # Ray Train deletes it once uploaded
 
     def restore_point(self):
         import ray.train

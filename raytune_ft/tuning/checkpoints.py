@@ -9,9 +9,8 @@ training/trial.py). When the search ends, the trials that ended (finished, stopp
 everything but their best checkpoint, and that one drops the optimizer state only a restart
 needs. Cut-off trials keep both: `--resume` needs them.
 Under PBT a trial may have run as several Train runs (one per restart, see training/pbt_relay.py), and Ray
-Tune holds copies of its checkpoints (what clones start from): an ended trial keeps its best
-checkpoint and, while the search runs, Tune's copy of its latest epoch (a clone's start), so
-that disk stays bounded by the running trials' epochs, not by every epoch of the search.
+Tune holds copies of its checkpoints (what clones start from): an ended trial keeps only its
+best checkpoint there too.
 """
 
 from __future__ import annotations
@@ -39,13 +38,11 @@ def tune_checkpoint_copies(storage: str, trial_id: str) -> list[Path]:
 
 
 def prune_ended_trials(
-    run_dir: Path, storage: str, metric: str, mode: str, kept_trials: int | None = None, clones_may_start=False
+    run_dir: Path, storage: str, metric: str, mode: str, kept_trials: int | None = None
 ) -> list[str]:
     """Each ended trial drops every checkpoint but its best epoch's, and beyond the `kept_trials`
-    best ended trials (output.keep_checkpoints; None: all) that one too. clones_may_start (PBT
-    while the search runs): each also keeps Tune's copy of its latest epoch, the one PBT hands a
-    clone, and which an ended trial no longer changes. Returns what could not be deleted, one
-    line each (the caller says so)."""
+    best ended trials (output.keep_checkpoints; None: all) that one too. Returns what could not
+    be deleted, one line each (the caller says so)."""
     if "://" in storage:
         return []  # cloud storage: Ray Train's own bound (best + latest per trial) applies
     last_event = last_trial_events(run_dir)
@@ -60,8 +57,6 @@ def prune_ended_trials(
             continue  # running, cut off, or no epoch says which checkpoint is its best: delete nothing
         keep = best_rows[trial_id]["checkpoint_path"] if trial_id in kept else None
         copies = [] if keep_copies else tune_checkpoint_copies(storage, trial_id)
-        if clones_may_start:
-            copies = copies[:-1]  # sorted by epoch: all but the latest
         trained = [path for folder in trial_folders(storage, trial_id) for path in folder.glob("checkpoint_*")]
         for checkpoint in copies + trained:
             if checkpoint.is_dir() and str(checkpoint) != keep:

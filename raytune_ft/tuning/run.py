@@ -157,8 +157,9 @@ def search_in(
         trainable = tune.with_resources(tune.with_parameters(run_trial, **trial_kwargs), placement.resources_per_trial)
         under_pbt = config.search.scheduler == "pbt"
         # Prune as trials end, not only when the search ends; under PBT a paused clone may still
-        # restart from an ended donor's latest checkpoint, which stays until the search ends.
-        prune = partial(prune_checkpoints, config, run_dir, placement.storage, clones_may_start=under_pbt)
+        # restart from an ended donor's checkpoint (the one of its last perturbation step, which
+        # need not be its latest), so there only at the end.
+        prune = None if under_pbt else partial(prune_checkpoints, config, run_dir, placement.storage)
         run_log = RunFolderLog(run_dir, config, progress, pbt=under_pbt, ended=set(ended), on_trial_end=prune)
         # optuna.db, for `raytune-ft dashboard` (tuning/study.py), whatever the search algorithm.
         callbacks = [run_log, OptunaStudyLog(run_dir, config), *tracking_callbacks(config, run_dir)]
@@ -327,10 +328,9 @@ def tidy_up(
     write_search_state(run_dir, state)
 
 
-def prune_checkpoints(config: Config, run_dir: Path, storage: str, clones_may_start: bool = False) -> None:
+def prune_checkpoints(config: Config, run_dir: Path, storage: str) -> None:
     """output.keep_checkpoints: the best ended trials keep their best epoch's checkpoint, the rest none."""
-    kept = config.output.kept_trials
-    warn_all(prune_ended_trials(run_dir, storage, config.metric, config.search.mode, kept, clones_may_start))
+    warn_all(prune_ended_trials(run_dir, storage, config.metric, config.search.mode, config.output.kept_trials))
 
 
 def warn_all(problems: list[str]) -> None:

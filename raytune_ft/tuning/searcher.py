@@ -70,15 +70,16 @@ class BestEpochOptunaSearch(OptunaSearch):
             super().on_trial_complete(trial_id, result, error)  # failed, or nothing reported: as Ray does
             return
         ot_trial = self._ot_trials[trial_id]
-        if self._tell_stopped_as_pruned and self._stopped_early(result):
+        if self._tell_stopped_as_pruned and self._stopped_early(trial_id, result):
             self._ot_study.tell(ot_trial, state=TrialState.PRUNED)  # Optuna keeps its last intermediate value
         else:
             self._ot_study.tell(ot_trial, best)
         self._completed_trials.add(trial_id)
 
-    def _stopped_early(self, result: dict | None) -> bool:
-        """Whether the trial ended before its planned epochs (the scheduler stopped it)."""
+    def _stopped_early(self, trial_id: str, result: dict | None) -> bool:
+        """Whether the trial ended before its planned epochs (the scheduler stopped it). Its epoch
+        count is its Optuna values' (Tune hands searchers a flattened result: no "config" in it)."""
         if not result or "epoch" not in result:
             return False
-        planned = (result.get("config") or {}).get("num_epochs", self._default_epochs)
-        return int(result.get("epoch", 0)) < int(planned)
+        planned = self._ot_trials[trial_id].params.get("num_epochs", self._default_epochs)
+        return int(result["epoch"]) < int(planned)

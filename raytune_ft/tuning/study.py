@@ -13,6 +13,8 @@ until it does.
 
 from __future__ import annotations
 
+import functools
+import sys
 import warnings
 from pathlib import Path
 
@@ -41,12 +43,34 @@ def space_distributions(space: dict) -> dict[str, BaseDistribution]:
     return {key: make[name](args) for key, spec in space.items() for name, args in spec.items()}
 
 
+def never_stops_the_search(method):
+    """The study is for watching: a failure to write it (a locked database, a full disk) is
+    printed once, and the search goes on without it."""
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        if self.broken:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - any failure here must not end the search
+            self.broken = True
+            print(
+                f"warning: {STUDY_FILE} is no longer written (the dashboard's study): {type(err).__name__}: {err}",
+                file=sys.stderr,
+            )
+            return None
+
+    return guarded
+
+
 class OptunaStudyLog(tune.Callback):
     def __init__(self, run_dir: Path, config: Config):
         self.run_dir, self.config = Path(run_dir), config
         self.metric, self.mode = f"eval_{config.metric}", config.search.mode
         self.distributions = space_distributions(config.search.space)
         self.study: optuna.Study | None = None  # opened at the first event (see __getstate__)
+        self.broken = False  # a write failed: the search goes on without the study
 
     # Tune pickles its callbacks into the search's saved state: only what opens the study again.
     def __getstate__(self) -> dict:
@@ -80,6 +104,7 @@ class OptunaStudyLog(tune.Callback):
                 self.best[trial_id] = pick(frozen.intermediate_values.values())
         return self.study
 
+    @never_stops_the_search
     def on_trial_start(self, iteration, trials, trial, **info):
         study = self._open()
         if trial.trial_id in self.trials:
@@ -88,6 +113,7 @@ class OptunaStudyLog(tune.Callback):
         study.enqueue_trial(values, user_attrs={"trial_id": trial.trial_id})
         self.trials[trial.trial_id] = study.ask(self.distributions)
 
+    @never_stops_the_search
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._open()
         score = result.get(self.metric)
@@ -100,6 +126,7 @@ class OptunaStudyLog(tune.Callback):
             warnings.simplefilter("ignore")  # an epoch said again after a restart: the first value stays
             self.trials[trial.trial_id].report(score, step=int(result["epoch"]))
 
+    @never_stops_the_search
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
         planned = (result.get("config") or trial.config).get("num_epochs", self.config.train.num_epochs)
@@ -108,6 +135,7 @@ class OptunaStudyLog(tune.Callback):
         else:
             self._tell(trial.trial_id, self.best.get(trial.trial_id))
 
+    @never_stops_the_search
     def on_trial_error(self, iteration, trials, trial, **info):
         self._tell(trial.trial_id, state=TrialState.FAIL)
 

@@ -4,9 +4,9 @@ The ended trials of earlier run folders (the same task, model and search metric)
 Optuna before it suggests anything, as the tool's own trials are told (tuning/searcher.py): each
 trial's best epoch, every epoch as an intermediate value, stopped trials as pruned under TPE. They
 are not run again, and the points tried first that an earlier search already ran are left out
-(the baseline included: its verdict then names the earlier search). A trial whose values lie
+(the baseline included: this search then has no baseline trial of its own). A trial whose values lie
 outside this search's space, or that ran with other fixed values than this search's, is dropped
-with a note; a folder of another task, model or metric is refused with one line.
+with a note; a folder of another task, model or metric, or of a PBT search, is refused in one line.
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ def check_warm_folder(folder: Path, config: Config) -> Config:
             f"search.warm_start: {folder} is not a run folder (no {CONFIG_FILE}); give a folder under runs/"
         )
     earlier = load_config(folder / CONFIG_FILE)
+    if earlier.search.scheduler == "pbt":
+        raise ConfigError(
+            f"search.warm_start: {folder} is a PBT search, whose trials changed their values as they ran; "
+            "give a search with scheduler asha or fifo"
+        )
     for what, mine, theirs in (
         ("task", config.task, earlier.task),
         ("model", config.model.name_or_path, earlier.model.name_or_path),
