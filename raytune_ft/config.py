@@ -376,7 +376,17 @@ class ConfirmSection(Section):
     # After the search: re-run the top_k configs (each trial's best epoch on the search
     # metric) with `seeds` new train.seed values each, and pick the winner by the mean.
     top_k: int = Field(0, ge=0)  # 0: no confirm stage
-    seeds: int = Field(3, ge=2)  # mean ± std needs two or more
+    # A number (2 or more: mean ± std needs two), or auto: 3 seeds each, then one more at a time
+    # for the leader and the configs it is not yet separated from, up to max_seeds (confirm_seeds.py).
+    seeds: int | Literal["auto"] = 3
+    max_seeds: int = Field(8, ge=3)  # with seeds: auto
+
+    @field_validator("seeds")
+    @classmethod
+    def _two_or_more(cls, value):
+        if value != "auto" and value < 2:
+            raise ValueError(f"{value}: give 2 or more seeds (mean ± std needs two), or auto")
+        return value
 
 
 class HoldoutSection(Section):

@@ -152,7 +152,7 @@ def confirm_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
                 format_value(candidate["mean"]),
                 format_value(candidate["std"]),
                 against_baseline_cell(candidate.get("vs_baseline")),
-                f"{len(candidate['scores'])}/{len(confirm['seeds'])}",
+                f"{len(candidate['scores'])}/{len(candidate['runs'])}",
                 per_seed,
             ]
         )

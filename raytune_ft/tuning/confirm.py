@@ -6,9 +6,10 @@ luckiest. With `confirm.top_k` > 0, once the search has finished:
 1. candidates: the top_k distinct configs, ranked by each trial's best epoch on the search
    metric (epochs.jsonl), and the baseline (the config's own values) if not among them;
 2. seeds: `confirm.seeds` train.seed values that no search trial used, the same for every
-   candidate (so candidates are compared on equal draws);
-3. a second Ray Tune run over the same trial driver (run_trial): FIFO, no search algorithm,
-   a grid over (candidate, seed); its records go to <run>/confirm/ (epochs.jsonl and
+   candidate (so candidates are compared on equal draws); with `seeds: auto`, 3 of them first and
+   more while the leader is not separated (confirm_seeds.py);
+3. a second Ray Tune run over the same trial driver (run_trial): FIFO, a grid over
+   (candidate, seed), or the auto searcher; its records go to <run>/confirm/ (epochs.jsonl and
    trials.jsonl, the same records as the search's);
 4. each run scores its best epoch, as search trials do; a candidate scores the mean over its
    new seeds (± the sample standard deviation), the search trial not included (it was picked
@@ -50,6 +51,7 @@ from raytune_ft.run_folder import (
     write_json_atomically,
 )
 from raytune_ft.training.trial import run_confirm_trial
+from raytune_ft.tuning.confirm_seeds import FIRST_SEEDS, AddSeedsUntilSeparated
 from raytune_ft.tuning.progress import SearchProgress
 from raytune_ft.tuning.run_log import RunFolderLog
 from raytune_ft.tuning.tuner import restore_tuner, tune_trial_settings
@@ -139,6 +141,11 @@ def add_baseline(candidates: list[dict], ranked: list[dict], config: Config) -> 
     )
 
 
+def seed_count(config: Config) -> int:
+    """New seeds to draw: confirm.seeds, or with auto confirm.max_seeds (the most it may use)."""
+    return config.confirm.max_seeds if config.confirm.seeds == "auto" else config.confirm.seeds
+
+
 def search_seeds(rows: list[dict], config: Config) -> set[int]:
     return {config.train.seed} | {row["seed"] for row in rows if "seed" in row}
 
@@ -177,13 +184,20 @@ def run_confirm(
     candidates = top_candidates(search_rows, config)
     if not candidates:
         return ConfirmOutcome("finished", None)
-    seeds = new_seeds(search_seeds(search_rows, config), config.train.seed, config.confirm.seeds)
+    auto = config.confirm.seeds == "auto"
+    seeds = new_seeds(search_seeds(search_rows, config), config.train.seed, seed_count(config))
     configs = [candidate["config"] for candidate in candidates]
-    param_space = {
-        "candidate": tune.grid_search(list(range(len(candidates)))),
-        "seed": tune.grid_search(seeds),
-        **{key: tune.sample_from(partial(_candidate_value, configs, key)) for key in confirmed_keys(config)},
-    }
+    # A grid over (candidate, seed), or with seeds: auto a searcher that adds seeds while needed.
+    search_alg = AddSeedsUntilSeparated(configs, seeds, f"eval_{config.metric}", config.search.mode) if auto else None
+    param_space = (
+        {}
+        if auto
+        else {
+            "candidate": tune.grid_search(list(range(len(candidates)))),
+            "seed": tune.grid_search(seeds),
+            **{key: tune.sample_from(partial(_candidate_value, configs, key)) for key in confirmed_keys(config)},
+        }
+    )
     confirm_dir = Path(run_dir) / CONFIRM_DIR
     # A stage cut off earlier (Ctrl-C, a kill) goes on run by run where Ray Tune saved its state;
     # the candidates and seeds come from the finished search, so they are the same again.
@@ -196,9 +210,10 @@ def run_confirm(
     runs = len(candidates) * len(seeds)
     if not quiet:
         again = "resumed: " if resumed else ""
+        how_many = f"{FIRST_SEEDS} to {len(seeds)} new seeds as needed (auto)" if auto else f"{len(seeds)} new seeds"
         console.print(
-            f"confirm: {again}{candidates_words(candidates)} x {len(seeds)} new seeds ({', '.join(map(str, seeds))}): "
-            f"{runs} runs, {max_concurrent} at a time"
+            f"confirm: {again}{candidates_words(candidates)} x {how_many} ({', '.join(map(str, seeds))}): "
+            f"{'up to ' if auto else ''}{runs} runs, {max_concurrent} at a time"
         )
     progress = SearchProgress(console, config.metric, config.search.mode, runs, quiet=quiet)
     # Runs trials.jsonl records as ended are not trained again (Tune's state may lag, tuning/run.py).
@@ -218,8 +233,9 @@ def run_confirm(
             tune_config=tune.TuneConfig(
                 metric=f"eval_{config.metric}",
                 mode=config.search.mode,
+                search_alg=search_alg,
                 scheduler=FIFOScheduler(),
-                num_samples=1,
+                num_samples=runs if auto else 1,
                 max_concurrent_trials=max_concurrent,
                 # Every run goes to its end (FIFO): one trial process serves run after run, with no
                 # process start and imports between them.
@@ -285,7 +301,7 @@ def confirm_results(
         candidate["scores"] = scores
         candidate["mean"] = statistics.fmean(scores) if scores else None
         candidate["std"] = statistics.stdev(scores) if len(scores) >= 2 else None
-        candidate["complete"] = len(scores) == len(seeds)
+        candidate["complete"] = bool(candidate["runs"]) and len(scores) == len(candidate["runs"])
 
     compare_by_seed(candidates, mode)
     # Complete candidates first (a failed seed counts against a config), then by mean.
@@ -302,7 +318,7 @@ def confirm_results(
         "metric": key,
         "mode": mode,
         "top_k": config.confirm.top_k,
-        "seeds": seeds,
+        "seeds": sorted({run["seed"] for candidate in candidates for run in candidate["runs"]}),  # those run
         "search_seeds": sorted(search_seeds(search_rows, config)),
         "searched": confirmed_keys(config),
         "candidates": candidates,
