@@ -162,22 +162,28 @@ def confirmed_search(tmp_path_factory, tiny_bert_dir):
     """`raytune-ft search` with a confirm stage (top 2 configs x 2 new seeds) and the winner
     evaluated on a labelled test file: 2 search trials + 4 confirm runs of 2 epochs each."""
     tmp_path = tmp_path_factory.mktemp("confirmed")
-    raw = files_config(
-        tiny_bert_dir,
-        tmp_path / "data",
-        search={
-            "space": {"learning_rate": {"loguniform": [1e-4, 3e-3]}},
-            "points_to_evaluate": [{"learning_rate": 1e-3}, {"learning_rate": 2e-4}],
-            # eval_loss, not accuracy: a tiny model's accuracies tie at chance, its losses differ.
-            "num_samples": 2,
-            "scheduler": "fifo",
-            "metric": "loss",
-            "mode": "min",
-        },
-        confirm={"top_k": 2, "seeds": 2},
-        test={"evaluate": True},
-        tracking={"tensorboard": False},
-        output={"dir": str(tmp_path / "runs"), "name": "confirmed"},
+    raw = two_config_search(
+        tiny_bert_dir, tmp_path, "confirmed", confirm={"top_k": 2, "seeds": 2}, test={"evaluate": True}
     )
     result = search_in_process(raw, tmp_path)
     return result, tmp_path / "runs" / "confirmed", raw
+
+
+def two_config_search(model_dir, folder: Path, name: str, **sections) -> dict:
+    """A raw config: 2 search trials of two fixed learning rates (1e-3, the config's own, and 2e-4)
+    on local files in <folder>/data, ranked on eval_loss (a tiny model's accuracies tie at chance,
+    its losses differ), for a confirm stage to re-run; run folder <folder>/runs/<name>."""
+    return files_config(
+        model_dir,
+        folder / "data",
+        search={
+            "space": {"learning_rate": {"loguniform": [1e-4, 3e-3]}},
+            "points_to_evaluate": [{"learning_rate": 1e-3}, {"learning_rate": 2e-4}],
+            "num_samples": 2,
+            "scheduler": "fifo",
+            "metric": "loss",
+        },
+        tracking={"tensorboard": False},
+        output={"dir": str(folder / "runs"), "name": name},
+        **sections,
+    )

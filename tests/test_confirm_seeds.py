@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import files_config, search_in_process
+from conftest import search_in_process, two_config_search
 from ray.tune.search import Searcher
 
 from raytune_ft.config import ConfigError, validate_config
@@ -64,20 +64,8 @@ def test_auto_seeds_validate():
 
 @pytest.mark.slow
 def test_a_confirm_stage_with_auto_seeds_runs_and_reports(tiny_bert_dir, tmp_path):
-    raw = files_config(
-        tiny_bert_dir,
-        tmp_path / "data",
-        search={
-            "space": {"learning_rate": {"loguniform": [1e-4, 3e-3]}},
-            "points_to_evaluate": [{"learning_rate": 1e-3}, {"learning_rate": 2e-4}],
-            "num_samples": 2,
-            "scheduler": "fifo",
-            "metric": "loss",
-        },
-        train={"num_epochs": 1},
-        confirm={"top_k": 2, "seeds": "auto", "max_seeds": 4},
-        tracking={"tensorboard": False},
-        output={"dir": str(tmp_path / "runs"), "name": "auto"},
+    raw = two_config_search(
+        tiny_bert_dir, tmp_path, "auto", train={"num_epochs": 1}, confirm={"top_k": 2, "seeds": "auto", "max_seeds": 4}
     )
     result = search_in_process(raw, tmp_path)
     assert result.exit_code == 0, result.output
