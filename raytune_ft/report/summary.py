@@ -25,6 +25,7 @@ from raytune_ft.run_folder import (
     HEARTBEAT_STALE,
     TEST_FILE,
     Best,
+    best_epoch,
     find_best,
     read_epochs,
     read_json,
@@ -226,12 +227,8 @@ def baseline_comparison(run_dir: Path, config: Config, trials: list[TrialSummary
         return None
     defaults = {key: config.train_value(key) for key in config.search.space}
     baseline = next((t for t in trials if {k: t.config.get(k) for k in defaults} == defaults), None)
-    key, pick = f"eval_{config.metric}", max if config.search.mode == "max" else min
-    best_epochs = {
-        trial.trial_id: pick(scored, key=lambda row: row[key])
-        for trial in trials
-        if (scored := [row for row in trial.epochs if isinstance(row.get(key), (int, float))])
-    }
+    best_rows = {trial.trial_id: best_epoch(trial.epochs, config.metric, config.search.mode) for trial in trials}
+    best_epochs = {trial_id: row for trial_id, row in best_rows.items() if row is not None}
     wanted = {(trial_id, row["epoch"]) for trial_id, row in best_epochs.items()}
     comparison = compare_with_baseline(
         config.metric,
