@@ -93,6 +93,10 @@ def test_a_killed_training_process_restarts_from_the_latest_checkpoint(tiny_bert
     search = _start_search([str(config_path), "--quiet"], log)
     try:
         _wait_for(lambda: len(_lines(run_dir / "epochs.jsonl")) >= 1, search, log)
+        # Tune hears an epoch's result (the row above) a moment before it registers the epoch's
+        # checkpoint (it asks the trial for it next): a kill in between restarts the trial from
+        # the checkpoint before. Kill in the middle of the next epoch instead.
+        time.sleep(max(0.2, _lines(run_dir / "epochs.jsonl")[0]["epoch_seconds"] / 2))
         workers = [
             p
             for p in psutil.Process(search.pid).children(recursive=True)
