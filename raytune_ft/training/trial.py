@@ -87,7 +87,7 @@ def run_trial(
         return
     config = Config(**base_config)
     for key, value in trial_params.items():
-        setattr(config.train, key, value)
+        config.set_value(key, value)
     if config.trains_in_trial_process:
         train_in_trial_process(config, data[0][config.max_length], driver_started_at)
         return

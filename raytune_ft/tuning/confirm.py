@@ -121,7 +121,7 @@ def add_baseline(candidates: list[dict], ranked: list[dict], config: Config) -> 
     """The baseline (the search trial that ran the config's own values) is re-run too, with the
     same new seeds, so that each candidate is compared with it seed by seed: marked if it is
     among the top configs, else added after them. Nothing is added where no trial ran it."""
-    own = {name: config.train_value(name) for name in confirmed_keys(config)}
+    own = {name: config.value_of(name) for name in confirmed_keys(config)}
     for candidate in candidates:
         if candidate["config"] == own:
             candidate["baseline"] = True

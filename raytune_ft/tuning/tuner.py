@@ -85,7 +85,7 @@ def planned_trials(config: Config) -> int:
 def points_to_evaluate(config: Config) -> list[dict]:
     """The points tried first: the config's list (completed with train.* values), or else
     the config's own train.* values when the space holds them."""
-    defaults = {key: config.train_value(key) for key in config.search.space}
+    defaults = {key: config.value_of(key) for key in config.search.space}
     if config.search.points_to_evaluate is not None:
         return [{**defaults, **point} for point in config.search.points_to_evaluate]
     if not all(inside_space(config.search.space[key], value) for key, value in defaults.items()):

@@ -82,10 +82,10 @@ def warm_trials(folder: Path, earlier: Config, config: Config) -> tuple[list[War
             continue  # failed, cut off, or never scored: nothing to learn
         # Every value the trial trained with (its searched ones, else the earlier config's): a key
         # fixed here must have had this search's value (the seed aside), a searched one lie in its space.
-        values = {name: starts.get(trial_id, {}).get(name, earlier.train_value(name)) for name in SEARCHABLE}
+        values = {name: starts.get(trial_id, {}).get(name, earlier.value_of(name)) for name in SEARCHABLE}
         params = {name: values[name] for name in config.search.space}
         fixed = [name for name in SEARCHABLE if name not in config.search.space and name != "seed"]
-        fixed_differ = any(values[name] != config.train_value(name) for name in fixed)
+        fixed_differ = any(values[name] != config.value_of(name) for name in fixed)
         if fixed_differ or not all(inside_space(config.search.space[name], params[name]) for name in params):
             dropped += 1
             continue
