@@ -101,9 +101,9 @@ class RunResult:
 
         return pd.DataFrame(self.summary.rows)
 
-    def export(self, out: str | os.PathLike) -> Path:
+    def export(self, out: str | os.PathLike, adapter_only: bool = False) -> Path:
         """The winner's model and tokenizer into `out` (save_pretrained layout); see export()."""
-        return export(self.run_dir, out)
+        return export(self.run_dir, out, adapter_only)
 
     def write_report(self) -> dict:
         """plots/*.png and report.html, written now; returns their paths."""
@@ -195,9 +195,13 @@ def load_run(run_dir: str | os.PathLike) -> RunResult:
 
 
 @_one_error_type
-def export(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+def export(run_dir: str | os.PathLike, out: str | os.PathLike, adapter_only: bool = False) -> Path:
     """Copy the best trial's model and tokenizer (save_pretrained layout) to `out`, with
-    raytune_ft_best.json beside them. `out` must be new or empty; nothing half-copied is left there."""
+    raytune_ft_best.json beside them. A LoRA winner is merged into its pretrained model, a plain
+    model that loads without peft; adapter_only: its adapters and head as peft saved them.
+    `out` must be new or empty; nothing half-copied is left there."""
+    from raytune_ft.training.model import is_adapter_checkpoint
+
     run_dir, out_dir = Path(run_dir), Path(out)
     best = read_json(run_dir, BEST_FILE)
     if best is None:
@@ -209,14 +213,32 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
         )
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"--out {out_dir} exists and is not empty; choose a new folder")
+    if adapter_only and not is_adapter_checkpoint(checkpoint):
+        raise ConfigError(f"--adapter-only: the winner of {run_dir} was fully fine-tuned (no adapters); leave it out")
     staging = out_dir.with_name(out_dir.name + ".writing")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(checkpoint, staging)
+    try:
+        _write_model(checkpoint, staging, run_dir, best["config"], adapter_only)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     (staging / "raytune_ft_best.json").write_text(json.dumps(best, indent=2) + "\n", encoding="utf-8")
     if out_dir.exists():
         out_dir.rmdir()
     staging.rename(out_dir)
     return out_dir.resolve()
+
+
+def _write_model(checkpoint: str, out: Path, run_dir: Path, trial_values: dict, adapter_only: bool) -> None:
+    """The model export writes: the checkpoint as it is (a full model, or adapters with
+    adapter_only), or adapters merged into the pretrained model; never the training state."""
+    from raytune_ft.training.checkpointing import TRAINING_STATE_FILE
+    from raytune_ft.training.model import is_adapter_checkpoint, save_merged
+
+    if is_adapter_checkpoint(checkpoint) and not adapter_only:
+        save_merged(checkpoint, out, load_config(run_dir / CONFIG_FILE).for_trial(trial_values))
+    else:
+        shutil.copytree(checkpoint, out, ignore=shutil.ignore_patterns(TRAINING_STATE_FILE))
 
 
 @_one_error_type

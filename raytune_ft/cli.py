@@ -151,10 +151,14 @@ def report(run_dir, output_format, no_plots):
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder to write the model into."
 )
+@click.option(
+    "--adapter-only", is_flag=True, help="LoRA: write the adapters and head as peft saved them, not a merged model."
+)
 @_handle_errors
-def export(run_dir, out_dir):
-    """Copy the best trial's model and tokenizer (save_pretrained layout) to --out."""
-    out = api.export(run_dir, out_dir)
+def export(run_dir, out_dir, adapter_only):
+    """Copy the best trial's model and tokenizer (save_pretrained layout) to --out. A LoRA winner
+    is merged into its pretrained model: it loads with AutoModelForSequenceClassification alone."""
+    out = api.export(run_dir, out_dir, adapter_only)
     exported = json.loads((out / "raytune_ft_best.json").read_text(encoding="utf-8"))
     click.echo(f"exported trial {exported['trial_id']} to {out}")
 

@@ -90,6 +90,12 @@ class TrainSection(Section):
     # Clip the gradients' total norm to this before each optimizer step (Trainer and the
     # original BERT recipe: 1.0); null: no clipping, as in the course loop.
     max_grad_norm: float | None = Field(None, gt=0)
+    # Batches whose gradients add up before each optimizer step: batch_size x this examples per
+    # step (x processes) in the memory of batch_size. The schedule and num_epochs count as before.
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    # Keep fewer activations and recompute them in the backward pass: less memory for long
+    # sequences and big models, at about a third more compute per step.
+    gradient_checkpointing: bool = False
     seed: int = 42
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     # Tokens per example this run trains and evaluates on; null: data.max_length. Searched
@@ -118,6 +124,7 @@ SEARCHABLE = (
     "num_epochs",
     "warmup_ratio",
     "batch_size",
+    "gradient_accumulation_steps",
     "weight_decay",
     "max_grad_norm",
     "seed",
@@ -547,6 +554,13 @@ class Config(Section):
         if key in PEFT_KEYS:
             return getattr(self.model.peft, PEFT_KEYS[key]) if self.model.peft else None
         return getattr(self.train, key)
+
+    def for_trial(self, values: dict[str, Any]) -> Config:
+        """A copy of this config with one trial's searched values set."""
+        config = self.model_copy(deep=True)
+        for key, value in values.items():
+            config.set_value(key, value)
+        return config
 
     def set_value(self, key: str, value: Any) -> None:
         """Set a searched key to one trial's value (where field_name says it lives)."""

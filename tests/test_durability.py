@@ -86,9 +86,15 @@ def _config(
     return path
 
 
-@pytest.mark.parametrize("ray_train", ["auto", "always"])
-def test_a_killed_training_process_restarts_from_the_latest_checkpoint(tiny_bert_dir, tmp_path, ray_train):
+@pytest.mark.parametrize(
+    ("ray_train", "lora"), [("auto", False), ("always", False), ("auto", True)], ids=["auto", "always", "auto-lora"]
+)
+def test_a_killed_training_process_restarts_from_the_latest_checkpoint(tiny_bert_dir, tmp_path, ray_train, lora):
     config_path = _config(tmp_path, tiny_bert_dir, "worker", num_samples=1, num_epochs=4, ray_train=ray_train)
+    if lora:  # the checkpoint holds LoRA's adapters and head: the restart puts them back on the model
+        raw = yaml.safe_load(config_path.read_text())
+        raw["model"]["peft"] = {"method": "lora", "r": 4}
+        config_path.write_text(yaml.safe_dump(raw))
     run_dir, log = tmp_path / "runs" / "worker", tmp_path / "worker.log"
     search = _start_search([str(config_path), "--quiet"], log)
     try:
@@ -125,6 +131,10 @@ def test_a_killed_training_process_restarts_from_the_latest_checkpoint(tiny_bert
     else:  # Tune started the trial again, from the checkpoint of the epoch said again
         assert [e["event"] for e in events] == ["started", "restarted", "finished"]
         assert events[1]["from_checkpoint"] == said[0]["checkpoint_path"]
+    if lora:
+        kept = json.loads((run_dir / "best.json").read_text())["checkpoint"]  # (the others are pruned by now)
+        assert (Path(kept) / "adapter_config.json").is_file()
+        assert restarted[0]["trainable_parameters"] < restarted[0]["total_parameters"] / 2
 
 
 def test_a_killed_search_resumes_without_losing_or_rerunning_trials(tiny_bert_dir, tmp_path):

@@ -312,3 +312,27 @@ def test_a_reused_trial_process_frees_the_previous_runs_model(tiny_bert_dir, mon
     finally:
         gc.enable()
         AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_gradient_accumulation_takes_the_steps_and_schedule_of_the_bigger_batch(tiny_bert_dir):
+    """Batch 4 with 2 accumulated batches against batch 8: the same optimizer steps (60 examples
+    are 15 batches of 4, the last step takes one: 8 steps an epoch, as 8 batches of 8), the same
+    schedule, the same examples. And with gradient checkpointing on, the same again."""
+    epochs = {}
+    for batch_size, accumulated, checkpointing in [(8, 1, False), (4, 2, False), (4, 2, True)]:
+        train = {"num_epochs": 2, "warmup_ratio": 0.1, "batch_size": batch_size}
+        train |= {"gradient_accumulation_steps": accumulated, "gradient_checkpointing": checkpointing}
+        config = validate_config(quick_config(tiny_bert_dir, data={"max_train_samples": 60}, train=train))
+        data_path, _ = prepare_tokenized_data(config)
+        reporter = ListReporter()
+        training_function({"config": config.model_dump(), "data": str(data_path), "progress_bar": False}, reporter)
+        epochs[(batch_size, accumulated, checkpointing)] = [metrics for metrics, _ in reporter.epochs]
+
+    big = epochs[(8, 1, False)]
+    assert [row["optimizer_steps"] for row in big] == [8, 16]
+    for rows in epochs.values():
+        for row, big_row in zip(rows, big):
+            assert row["optimizer_steps"] == big_row["optimizer_steps"]
+            assert row["last_learning_rate"] == pytest.approx(big_row["last_learning_rate"])
+            assert row["examples_trained"] == 60 and row["effective_batch_size"] == 8
+    assert rows[-1]["last_learning_rate"] == 0.0  # the schedule ended where it should, not halfway

@@ -77,6 +77,11 @@ class TrialSummary:
         return self.devices * self.wall_seconds
 
     @property
+    def effective_batch_size(self) -> int | None:
+        """Examples per optimizer step: batch x gradient accumulation x processes (the loop's rows)."""
+        return self.epochs[-1].get("effective_batch_size") if self.epochs else None
+
+    @property
     def saved_device_seconds(self) -> float:
         """Estimate: the epochs early stopping skipped, at this trial's mean measured epoch time."""
         if self.status != "stopped early" or not self.epochs:
@@ -94,6 +99,7 @@ class TrialSummary:
             "config": self.config,
             "planned_epochs": self.planned_epochs,
             "epochs_done": self.epochs_done,
+            "effective_batch_size": self.effective_batch_size,
             "best_metric": self.best_metric,
             "last_metric": self.last_metric,
             "started_at": self.started_at,

@@ -42,7 +42,9 @@ def format_setting(settings: dict, name: str) -> str:
 
 def trials_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
     unit = "GPU-s" if summary.device_type == "gpu" else "CPU core-s"
-    headers = ["trial", "status", *summary.searched, "epochs", "best", "last", "wall s", unit]
+    batches = shows_effective_batch(summary.config, summary.searched)
+    headers = ["trial", "status", *summary.searched, *(["eff. batch"] if batches else []), "epochs", "best", "last"]
+    headers += ["wall s", unit]
     rows = []
     for trial in summary.trials:
         rows.append(
@@ -50,6 +52,7 @@ def trials_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
                 trial_label(trial),
                 trial.status,
                 *(format_setting(trial.config, name) for name in summary.searched),
+                *([format_value(trial.effective_batch_size)] if batches else []),
                 f"{trial.epochs_done}/{trial.planned_epochs}",
                 format_value(trial.best_metric),
                 format_value(trial.last_metric),
@@ -58,6 +61,13 @@ def trials_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
             ]
         )
     return headers, rows
+
+
+def shows_effective_batch(config, searched: list[str]) -> bool:
+    """Whether examples per optimizer step differ from train.batch_size somewhere: gradient
+    accumulation, or several processes per trial."""
+    accumulating = "gradient_accumulation_steps" in searched or config.train.gradient_accumulation_steps > 1
+    return accumulating or config.resources.num_workers > 1
 
 
 def trial_label(trial) -> str:

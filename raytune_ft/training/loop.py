@@ -29,7 +29,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.optim import AdamW
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, get_scheduler
+from transformers import AutoTokenizer, DataCollatorWithPadding, get_scheduler
 
 from raytune_ft.config import Config, TrainSection
 from raytune_ft.data.sources import resolve_model_path
@@ -39,6 +39,7 @@ from raytune_ft.tasks import EVAL_SUFFIXES, Task
 from raytune_ft.training.checkpointing import restore_optimizer_and_schedule, save_checkpoint, state_to_continue
 from raytune_ft.training.divergence import DivergenceGuard
 from raytune_ft.training.metrics import GlueMetric
+from raytune_ft.training.model import load_model, parameter_counts
 from raytune_ft.training.reporters import EpochReporter
 
 
@@ -56,38 +57,30 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
     tokenized = open_tokenized(loop_config["data"])
     timeline.mark("data_ready_at")
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=config.model.trust_remote_code)
-    # Mixed precision: batches padded to a multiple of 8 tokens, the shapes tensor cores want.
-    multiple = 8 if hp.mixed_precision != "no" else None
-    data_collator = DataCollatorWithPadding(tokenizer=tokenizer, pad_to_multiple_of=multiple)
-    loading = loader_options(config, accelerator.device)  # on a GPU: pinned memory, worker processes
-    train_dataloader = DataLoader(
-        tokenized["train"], shuffle=True, batch_size=hp.batch_size, collate_fn=data_collator, **loading
-    )
-    # One per evaluation split: MNLI is scored on its matched and its mismatched dev set.
-    eval_batch = eval_batch_size(hp, accelerator.device)
-    eval_dataloaders = [
-        DataLoader(tokenized[split], batch_size=eval_batch, collate_fn=data_collator, **loading)
-        for split in task.eval_splits
-    ]
+    train_dataloader, eval_dataloaders = make_dataloaders(config, tokenized, tokenizer, accelerator.device)
 
-    # A restarted run (dead worker, resumed search) continues from its latest checkpoint.
-    # Weights in fp32 whatever the checkpoint stores (transformers loads dtype="auto"): AdamW on
-    # fp16 weights gives a NaN loss at the second step; train.mixed_precision decides compute.
+    # A restarted run (dead worker, resumed search) continues from its latest checkpoint
+    # (with LoRA: its adapters and head, put back on the pretrained model).
     with reporter.restore_point() as restore_dir:
         restored = state_to_continue(restore_dir, hp.num_epochs)
-        weights = restore_dir if restored is not None else model_path  # nothing to go on from: afresh
-        model = AutoModelForSequenceClassification.from_pretrained(weights, **model_options(config))
-    # On a GPU one fused kernel per update (fewer launches per step); on the CPU as before.
-    optimizer = AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay, fused=on_gpu(accelerator))
+        model = load_model(config, model_path, restore_dir if restored is not None else None)
+    if hp.gradient_checkpointing:  # activations recomputed in the backward pass: less memory
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    sizes = {**parameter_counts(model), "effective_batch_size": effective_batch_size(hp, accelerator)}
+    # Only what trains (with LoRA: adapters and head). On a GPU one fused kernel per update.
+    trained_parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = AdamW(trained_parameters, lr=hp.learning_rate, weight_decay=hp.weight_decay, fused=on_gpu(accelerator))
     timeline.mark("model_ready_at")
 
     train_dataloader, *eval_dataloaders, model, optimizer = accelerator.prepare(
         train_dataloader, *eval_dataloaders, model, optimizer
     )
-    # After prepare: each process sees its own shard, so this counts this process's steps.
+    # After prepare: each process sees its own shard, so this counts this process's optimizer
+    # steps (one per gradient_accumulation_steps batches, and one for an epoch's last batches).
     # The scheduler is deliberately not prepared: Accelerate's wrapper would step it once
     # per process and the schedule would end early.
-    num_training_steps = hp.num_epochs * len(train_dataloader)
+    steps_per_epoch = math.ceil(len(train_dataloader) / hp.gradient_accumulation_steps)
+    num_training_steps = hp.num_epochs * steps_per_epoch
     lr_scheduler = get_scheduler(
         "linear",
         optimizer=optimizer,
@@ -104,7 +97,7 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
     start_epoch = 1
     if restored is not None:
         start_epoch = resume(restored, optimizer, lr_scheduler, hp, best, divergence, timeline, reporter)
-        progress_bar.update(restored["epoch"] * len(train_dataloader))
+        progress_bar.update(restored["epoch"] * steps_per_epoch)
     for epoch in range(start_epoch, hp.num_epochs + 1):
         # --- train -------------------------------------------------------------------
         # Seeded per epoch: an epoch run again after a restart sees the same batches.
@@ -112,18 +105,21 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
         model.train()
         tally = EpochTally(accelerator.device)
         for batch in train_dataloader:
-            outputs = model(**batch)
-            loss = outputs.loss
-            step_losses.add(loss, epoch)  # the divergence check, every few steps (StepLosses)
-            accelerator.backward(loss)
-            if hp.max_grad_norm is not None:  # Accelerate's clip unscales fp16 gradients first
-                accelerator.clip_grad_norm_(model.parameters(), hp.max_grad_norm)
-            optimizer.step()
-            timeline.mark_once("first_step_at")
-            if not accelerator.optimizer_step_was_skipped:  # fp16: the scaler skipped an inf step
-                lr_scheduler.step()
-            optimizer.zero_grad()
-            progress_bar.update(1)
+            # Gradients add up over gradient_accumulation_steps batches; the prepared optimizer
+            # steps (and zeroes them) only at the last (accelerator.sync_gradients).
+            with accelerator.accumulate(model):
+                outputs = model(**batch)
+                loss = outputs.loss
+                step_losses.add(loss, epoch)  # the divergence check, every few steps (StepLosses)
+                accelerator.backward(loss)
+                if hp.max_grad_norm is not None and accelerator.sync_gradients:  # unscales fp16 gradients first
+                    accelerator.clip_grad_norm_(trained_parameters, hp.max_grad_norm)
+                optimizer.step()
+                timeline.mark_once("first_step_at")
+                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:  # fp16: an inf step
+                    lr_scheduler.step()
+                    progress_bar.update(1)
+                optimizer.zero_grad()
             tally.add(batch, loss)
         step_losses.check(epoch)
         trained = tally.gather(accelerator)
@@ -132,7 +128,7 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
         evaluated = evaluate_splits(task, eval_dataloaders, model, metric, accelerator)
 
         # --- report ------------------------------------------------------------------
-        metrics = epoch_metrics(epoch, evaluated, trained, hp, lr_scheduler, accelerator)
+        metrics = {**epoch_metrics(epoch, evaluated, trained, hp, lr_scheduler, accelerator), **sizes}
         if epoch == start_epoch:
             metrics.update(timeline.stamps)
         improved = best.update(metrics[f"eval_{config.metric}"])
@@ -211,28 +207,31 @@ def evaluate_splits(task: Task, eval_dataloaders: list, model, metric: GlueMetri
 
 
 # ---------------------------------------------------------------------------------------
-# The loop's helpers: model head, resume, per-epoch counts and metrics, start-up timeline
+# The loop's helpers: data loaders, resume, per-epoch counts and metrics, start-up timeline
 
 
-def model_options(config: Config) -> dict:
-    """from_pretrained's options: fp32 weights, the task's head, and remote code only if the config allows it."""
-    return {
-        "dtype": torch.float32,
-        "trust_remote_code": config.model.trust_remote_code,
-        **model_labels(config.task_spec()),
-    }
+def make_dataloaders(config: Config, tokenized, tokenizer, device: torch.device) -> tuple[DataLoader, list]:
+    """The training batches (shuffled), and one loader per evaluation split: MNLI is scored on
+    its matched and its mismatched dev set. Batches are padded to their longest example."""
+    hp = config.train
+    # Mixed precision: batches padded to a multiple of 8 tokens, the shapes tensor cores want.
+    multiple = 8 if hp.mixed_precision != "no" else None
+    data_collator = DataCollatorWithPadding(tokenizer=tokenizer, pad_to_multiple_of=multiple)
+    loading = loader_options(config, device)  # on a GPU: pinned memory, worker processes
+    train_dataloader = DataLoader(
+        tokenized["train"], shuffle=True, batch_size=hp.batch_size, collate_fn=data_collator, **loading
+    )
+    eval_batch = eval_batch_size(hp, device)
+    eval_dataloaders = [
+        DataLoader(tokenized[split], batch_size=eval_batch, collate_fn=data_collator, **loading)
+        for split in config.task_spec().eval_splits
+    ]
+    return train_dataloader, eval_dataloaders
 
 
-def model_labels(task: Task) -> dict:
-    """The model's head: one output with MSE loss for regression (STS-B); else the label names,
-    which travel with the model, so that an exported model says what it predicts."""
-    if task.is_regression:
-        return {"num_labels": 1, "problem_type": "regression"}
-    return {
-        "num_labels": task.num_labels,
-        "id2label": dict(enumerate(task.label_names)),
-        "label2id": {name: i for i, name in enumerate(task.label_names)},
-    }
+def effective_batch_size(hp: TrainSection, accelerator: Accelerator) -> int:
+    """Examples per optimizer step: per-step batch x accumulated batches x processes."""
+    return hp.batch_size * hp.gradient_accumulation_steps * accelerator.num_processes
 
 
 class BestScore:
@@ -366,6 +365,7 @@ def epoch_metrics(
         "train_longest_sequence": trained.longest,  # tokens in the widest training batch (all processes)
         "learning_rate": hp.learning_rate,  # the trial's (peak) learning rate
         "last_learning_rate": lr_scheduler.get_last_lr()[0],  # where the schedule is now
+        "optimizer_steps": lr_scheduler.last_epoch,  # so far, this run (its schedule's steps)
         "examples_trained": trained.examples,
         "examples_trained_per_process": trained.examples_per_process,
         "train_samples_per_second": trained.examples / trained.seconds,
@@ -418,6 +418,7 @@ def make_accelerator(config: Config) -> Accelerator:
     accelerator = Accelerator(
         cpu=not use_gpu,
         mixed_precision=config.train.mixed_precision,
+        gradient_accumulation_steps=config.train.gradient_accumulation_steps,
         dataloader_config=DataLoaderConfiguration(non_blocking=use_gpu and torch.cuda.is_available()),
     )
     if on_gpu(accelerator):

@@ -85,9 +85,7 @@ def run_trial(
     if ended and trial_id in ended:
         tune.report({**ended[trial_id], "already_ended": True})
         return
-    config = Config(**base_config)
-    for key, value in trial_params.items():
-        config.set_value(key, value)
+    config = Config(**base_config).for_trial(trial_params)
     if config.trains_in_trial_process:
         train_in_trial_process(config, data[0][config.max_length], driver_started_at)
         return

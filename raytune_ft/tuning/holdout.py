@@ -15,15 +15,17 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+from transformers import AutoTokenizer, DataCollatorWithPadding
 from transformers.utils import logging as hf_logging
 
 from raytune_ft.config import Config, ConfigError
+from raytune_ft.data.sources import resolve_model_path
 from raytune_ft.data.tokenized import load_tokenized
 from raytune_ft.run_folder import TEST_FILE, Best, write_json_atomically
 from raytune_ft.tasks import EVAL_SUFFIXES
 from raytune_ft.training.loop import eval_batch_size, evaluate_on
 from raytune_ft.training.metrics import GlueMetric
+from raytune_ft.training.model import load_model
 
 
 def check_test_split(config: Config, data_path: Path) -> None:
@@ -54,9 +56,9 @@ def evaluate_winner_on_test(config: Config, best: Best, data_path: Path, run_dir
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            best.checkpoint, dtype=torch.float32, trust_remote_code=remote_code
-        )
+        trial_config = config.for_trial(best.config)  # LoRA: its adapters go back on its pretrained model
+        model_path = resolve_model_path(trial_config.model.name_or_path)
+        model = load_model(trial_config, model_path, best.checkpoint, trainable=False)
     finally:
         if bars_were_on:
             hf_logging.enable_progress_bar()
