@@ -58,6 +58,10 @@ class DataSection(Section):
     validation_mismatched_file: str | None = None  # mnli only: the mismatched dev set
     test_file: str | None = None  # optional: checked and tokenized with the rest; the search never uses it
     max_length: int = Field(128, gt=0, le=8192)  # tokens per example; train.max_length (fixed or searched) overrides it
+    # How batches are padded: to their longest example (the least compute: the default), or all
+    # to max_length (fixed shapes, what torch.compile and XLA want). The data is tokenized unpadded
+    # either way: padding is the batch's, at training time.
+    padding: Literal["longest", "max_length"] = "longest"
     max_train_samples: int | None = Field(None, gt=0)
     max_eval_samples: int | None = Field(None, gt=0)
     # The columns of the data that hold the text(s) and the label. Default: the task's
@@ -96,6 +100,9 @@ class TrainSection(Section):
     # Keep fewer activations and recompute them in the backward pass: less memory for long
     # sequences and big models, at about a third more compute per step.
     gradient_checkpointing: bool = False
+    # Compile the model once per run (torch.compile through Accelerate, inductor): the first
+    # steps take the compile time; with data.padding: max_length it compiles one shape only.
+    torch_compile: bool = False
     seed: int = 42
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     # Tokens per example this run trains and evaluates on; null: data.max_length. Searched

@@ -336,3 +336,16 @@ def test_gradient_accumulation_takes_the_steps_and_schedule_of_the_bigger_batch(
             assert row["last_learning_rate"] == pytest.approx(big_row["last_learning_rate"])
             assert row["examples_trained"] == 60 and row["effective_batch_size"] == 8
     assert rows[-1]["last_learning_rate"] == 0.0  # the schedule ended where it should, not halfway
+
+
+def test_fixed_shape_padding_pads_every_batch_to_max_length(tiny_bert_dir):
+    """data.padding: max_length: every training batch is max_length tokens wide (the shapes
+    torch.compile and XLA want); by default a batch is as wide as its longest example."""
+    widths = {}
+    for padding in ("longest", "max_length"):
+        config = validate_config(quick_config(tiny_bert_dir, data={"padding": padding}, train={"num_epochs": 1}))
+        data_path, _ = prepare_tokenized_data(config)
+        reporter = ListReporter()
+        training_function({"config": config.model_dump(), "data": str(data_path), "progress_bar": False}, reporter)
+        widths[padding] = reporter.epochs[0][0]["train_longest_sequence"]
+    assert widths["max_length"] == 48 and widths["longest"] < 48

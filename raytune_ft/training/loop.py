@@ -212,11 +212,18 @@ def evaluate_splits(task: Task, eval_dataloaders: list, model, metric: GlueMetri
 
 def make_dataloaders(config: Config, tokenized, tokenizer, device: torch.device) -> tuple[DataLoader, list]:
     """The training batches (shuffled), and one loader per evaluation split: MNLI is scored on
-    its matched and its mismatched dev set. Batches are padded to their longest example."""
+    its matched and its mismatched dev set. Batches are padded to their longest example, or to
+    max_length (data.padding)."""
     hp = config.train
     # Mixed precision: batches padded to a multiple of 8 tokens, the shapes tensor cores want.
     multiple = 8 if hp.mixed_precision != "no" else None
-    data_collator = DataCollatorWithPadding(tokenizer=tokenizer, pad_to_multiple_of=multiple)
+    fixed = config.data.padding == "max_length"
+    data_collator = DataCollatorWithPadding(
+        tokenizer=tokenizer,
+        padding=config.data.padding,
+        max_length=config.max_length if fixed else None,
+        pad_to_multiple_of=None if fixed else multiple,
+    )
     loading = loader_options(config, device)  # on a GPU: pinned memory, worker processes
     train_dataloader = DataLoader(
         tokenized["train"], shuffle=True, batch_size=hp.batch_size, collate_fn=data_collator, **loading
@@ -419,6 +426,7 @@ def make_accelerator(config: Config) -> Accelerator:
         cpu=not use_gpu,
         mixed_precision=config.train.mixed_precision,
         gradient_accumulation_steps=config.train.gradient_accumulation_steps,
+        dynamo_backend="inductor" if config.train.torch_compile else None,  # compiled in prepare()
         dataloader_config=DataLoaderConfiguration(non_blocking=use_gpu and torch.cuda.is_available()),
     )
     if on_gpu(accelerator):
