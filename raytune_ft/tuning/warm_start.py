@@ -1,12 +1,13 @@
 """search.warm_start: a search that starts where earlier ones left off.
 
-The ended trials of earlier run folders (the same task, model and search metric) are handed to
-Optuna before it suggests anything, as the tool's own trials are told (tuning/searcher.py): each
-trial's best epoch, every epoch as an intermediate value, stopped trials as pruned under TPE. They
-are not run again, and the points tried first that an earlier search already ran are left out
-(the baseline included: this search then has no baseline trial of its own). A trial whose values lie
-outside this search's space, or that ran with other fixed values than this search's, is dropped
-with a note; a folder of another task, model or metric, or of a PBT search, is refused in one line.
+The ended trials of earlier run folders (the same task, model and search metric; under a model
+search, a model it tries) are handed to Optuna before it suggests anything, as the tool's own
+trials are told (tuning/searcher.py): each trial's best epoch, every epoch as an intermediate
+value, stopped trials as pruned under TPE. They are not run again, and the points tried first
+that an earlier search already ran are left out (the baseline included: this search then has no
+baseline trial of its own). A trial whose values lie outside this search's space, or that ran
+with other fixed values than this search's, is dropped with a note; a folder of another task,
+model or metric, or of a PBT search, is refused in one line.
 """
 
 from __future__ import annotations
@@ -57,13 +58,19 @@ def check_warm_folder(folder: Path, config: Config) -> Config:
         )
     for what, mine, theirs in (
         ("task", config.task, earlier.task),
-        ("model", config.model.name_or_path, earlier.model.name_or_path),
         ("search.metric", f"{config.metric} ({config.search.mode})", f"{earlier.metric} ({earlier.search.mode})"),
     ):
         if mine != theirs:
             raise ConfigError(
                 f"search.warm_start: {folder} searched {what} {theirs}, this search {mine}; use a run of the same"
             )
+    # A model search (search.space.model) may learn from the trials of the models it tries; the
+    # trials of other models are dropped one by one (warm_trials), as other fixed values are.
+    if not set(config.models()) & set(earlier.models()):
+        raise ConfigError(
+            f"search.warm_start: {folder} searched model {' or '.join(earlier.models())}, "
+            f"this search {' or '.join(config.models())}; use a run of the same"
+        )
     return earlier
 
 
