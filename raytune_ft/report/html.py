@@ -13,6 +13,8 @@ from raytune_ft.report.tables import (
     confirm_rows,
     confirm_title,
     history_rows,
+    models_rows,
+    models_title,
     summary_lines,
     trials_rows,
     trials_title,
@@ -32,6 +34,8 @@ def write_html(summary: RunSummary, plots: list[tuple[Path, str]], path: Path | 
         f"<h2>{html.escape(trials_title(summary))}</h2>",
         _html_table(*trials_rows(summary)),
     ]
+    if "model" in summary.searched:
+        parts += [f"<h2>{html.escape(models_title(summary))}</h2>", _html_table(*models_rows(summary))]
     if summary.confirm:
         parts += [f"<h2>{html.escape(confirm_title(summary))}</h2>", _html_table(*confirm_rows(summary))]
     if plots:

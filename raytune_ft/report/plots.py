@@ -4,7 +4,8 @@
 - best_so_far.png: the best metric found so far against the compute spent to find it
   (trial-epochs, and device-seconds);
 - hyperparameters.png: each searched hyperparameter against the trial's final metric
-  (log axis for log-uniform samplers such as the learning rate).
+  (log axis for log-uniform samplers such as the learning rate);
+- models.png (a model search): each model's best metric and what its trials cost.
 
 Matplotlib's object API with the Agg canvas: no pyplot global state, no display needed.
 """
@@ -18,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from raytune_ft.report.summary import RunSummary, TrialSummary, device_unit
+from raytune_ft.report.summary import RunSummary, TrialSummary, device_unit, model_label
 
 PLOTS_DIR = "plots"
 WINNER_COLOR = "#d62728"
@@ -47,6 +48,13 @@ def write_plots(summary: RunSummary, out_dir: Path | None = None) -> list[tuple[
             (
                 _save(hyperparameters_figure(summary), out_dir / "hyperparameters.png"),
                 f"Each searched hyperparameter against the trial's final eval_{summary.config.metric}.",
+            )
+        )
+    if "model" in summary.searched:
+        written.append(
+            (
+                _save(models_figure(summary), out_dir / "models.png"),
+                f"Each model's best eval_{summary.config.metric} and its trials' compute; the winner's model in red.",
             )
         )
     return written
@@ -143,14 +151,14 @@ def hyperparameters_figure(summary: RunSummary) -> Figure:
     axes = figure.subplots(1, len(names), squeeze=False)[0]
     space = summary.config.search.space
     for ax, name in zip(axes, names):
-        # A choice with null in it (max_grad_norm: [null, 1.0]) has no numeric axis: one category per value.
-        categories = _choices_with_null(space.get(name, {}))
+        # A choice with null in it (max_grad_norm: [null, 1.0]) or the model has no numeric axis: one category per value.
+        categories = _categories(name, space.get(name, {}))
         if categories:
             ax.xaxis.update_units(list(categories.values()))  # in the order the config lists them
         for trial in summary.trials:
             if trial.last_metric is None or name not in trial.config:
                 continue
-            x = categories[trial.config[name]] if categories else trial.config[name]
+            x = categories.get(trial.config[name], str(trial.config[name])) if categories else trial.config[name]
             ax.scatter(
                 x,
                 trial.last_metric,
@@ -177,12 +185,45 @@ def hyperparameters_figure(summary: RunSummary) -> Figure:
     return figure
 
 
-def _choices_with_null(spec: dict) -> dict | None:
-    """{value: its category label} for a choice list that holds null, else None."""
+def _categories(name: str, spec: dict) -> dict | None:
+    """{value: its category label} for the model (its short name) or a choice list that holds null, else None."""
     ((sampler, args),) = spec.items() if spec else (("choice", []),)
+    if name == "model":
+        return {value: model_label(value) for value in args}
     if sampler != "choice" or None not in args:
         return None
     return {value: "null" if value is None else str(value) for value in args}
+
+
+def models_figure(summary: RunSummary) -> Figure:
+    """Per model (search.space.model): its best score, and what its trials cost in trial-epochs and device-seconds."""
+    models = summary.per_model()
+    labels = [model_label(model.model) for model in models]
+    colors = [WINNER_COLOR if model.winner else OTHER_COLORS[0] for model in models]
+    unit = device_unit(summary.device_type)
+    figure = Figure(figsize=(max(11, 1.6 * len(models) * 3), 4.2), layout="constrained")
+    axes = figure.subplots(1, 3)
+    panels = (
+        (f"best {summary.metric_key}", [model.best_metric or 0.0 for model in models]),
+        ("trial-epochs", [model.trial_epochs for model in models]),
+        (unit, [model.device_seconds for model in models]),
+    )
+    for ax, (title, values) in zip(axes, panels):
+        ax.bar(labels, values, color=colors)
+        ax.set_title(title)
+        if title == "trial-epochs":
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(axis="x", labelrotation=20 if len(models) > 3 else 0)
+        ax.grid(alpha=0.3, axis="y")
+    scores = [model.best_metric for model in models if model.best_metric is not None]
+    if scores:  # the differences between models, not the distance from 0, are what matters
+        low, high = min(scores), max(scores)
+        pad = (high - low) * 0.5 or abs(high) * 0.05 or 0.05
+        axes[0].set_ylim(low - pad, high + pad)
+    figure.suptitle(
+        f"Per model: the best {summary.metric_key} ({summary.config.search.mode} is better) and the compute spent"
+    )
+    return figure
 
 
 def _space_axis(ax, spec: dict) -> None:

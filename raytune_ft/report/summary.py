@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from raytune_ft.config import Config, ResourcesSection, load_config
@@ -47,6 +47,12 @@ def trial_devices(resources: ResourcesSection) -> tuple[str, float]:
 
 def device_unit(device_type: str) -> str:
     return "GPU-seconds" if device_type == "gpu" else "CPU core-seconds"
+
+
+def model_label(name_or_path: str) -> str:
+    """A model's short name for tables and plots (best.json keeps the full value): a package's
+    name for pkg:<package>, else the last part of the folder or hub id (./models/minilm-l2: minilm-l2)."""
+    return name_or_path.removeprefix("pkg:").rstrip("/").rsplit("/", 1)[-1] or name_or_path
 
 
 @dataclass
@@ -114,6 +120,22 @@ class TrialSummary:
 
 
 @dataclass
+class ModelSummary:
+    """One model of a model search (search.space.model): its trials' best score and their cost."""
+
+    model: str  # model.name_or_path, as the config names it
+    trials: int
+    trial_epochs: int  # epochs its trials reported
+    best_metric: float | None
+    best_trial: str | None
+    device_seconds: float
+    winner: bool  # the winner's model
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "label": model_label(self.model)}
+
+
+@dataclass
 class RunSummary:
     run_dir: Path
     config: Config
@@ -149,6 +171,29 @@ class RunSummary:
         for trial in self.trials:
             counts[trial.status] = counts.get(trial.status, 0) + 1
         return counts
+
+    def per_model(self) -> list[ModelSummary]:
+        """Per model the trials used, in the config's order (search.space.model): which scored best, at what cost."""
+        pick = max if self.config.search.mode == "max" else min
+        by_model: dict[str, list[TrialSummary]] = {model: [] for model in self.config.models()}
+        for trial in self.trials:
+            by_model.setdefault(trial.config.get("model", self.config.model.name_or_path), []).append(trial)
+        models = []
+        for model, trials in by_model.items():
+            scored = [trial for trial in trials if trial.best_metric is not None]
+            best = pick(scored, key=lambda trial: trial.best_metric) if scored else None
+            models.append(
+                ModelSummary(
+                    model=model,
+                    trials=len(trials),
+                    trial_epochs=sum(len(trial.epochs) for trial in trials),
+                    best_metric=best.best_metric if best else None,
+                    best_trial=best.trial_id if best else None,
+                    device_seconds=sum(trial.device_seconds for trial in trials),
+                    winner=any(trial.winner for trial in trials),
+                )
+            )
+        return models
 
     def compute_curve(self) -> list[dict]:
         """Best-so-far metric after each reported epoch, against the compute spent until then.

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from raytune_ft.report.baseline import candidates_words
-from raytune_ft.report.summary import RunSummary, device_unit
+from raytune_ft.report.summary import RunSummary, device_unit, model_label
 
 WINNER_MARK = "★"
 TIED_MARK = "≈"  # within dev-set noise of the winner (report/baseline.py)
@@ -30,9 +30,11 @@ def format_value(value, digits: int = 4) -> str:
 
 
 def format_setting(settings: dict, name: str) -> str:
-    """A hyperparameter's value; null (max_grad_norm: no clipping) as a config writes it."""
+    """A hyperparameter's value; null (max_grad_norm: no clipping) as a config writes it; a model by its short name."""
     if name not in settings:
         return ""
+    if name == "model":
+        return model_label(settings[name])
     return "null" if settings[name] is None else format_value(settings[name])
 
 
@@ -101,6 +103,29 @@ def baseline_lines(summary: RunSummary) -> list[str]:
     if comparison.tied:
         lines.append(f"within dev-set noise of the best: trial {', '.join(comparison.tied)}")
     return lines
+
+
+def models_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
+    """A model search (search.space.model): per model, its best trial and what its trials cost."""
+    unit = "GPU-s" if summary.device_type == "gpu" else "CPU core-s"
+    headers = ["model", "trials", "trial-epochs", "best", "best trial", unit, "name_or_path"]
+    rows = [
+        [
+            model_label(model.model) + (f" {WINNER_MARK}" if model.winner else ""),
+            str(model.trials),
+            str(model.trial_epochs),
+            format_value(model.best_metric),
+            model.best_trial or "",
+            f"{model.device_seconds:.0f}",
+            model.model,
+        ]
+        for model in summary.per_model()
+    ]
+    return headers, rows
+
+
+def models_title(summary: RunSummary) -> str:
+    return f"Models: each model's best {summary.metric_key} and its trials' cost, the winner's model {WINNER_MARK}"
 
 
 def history_rows(summary: RunSummary) -> tuple[list[str], list[list[list[str]]]]:
@@ -294,6 +319,7 @@ def report_json(summary: RunSummary, files: dict | None = None) -> dict:
         "best": summary.best.to_json() if summary.best else None,
         "against_baseline": summary.baseline.to_json() if summary.baseline else None,
         "trials": [trial.to_json() for trial in summary.trials],
+        "models": [model.to_json() for model in summary.per_model()] if "model" in summary.searched else None,
         "cost": {
             "device_type": summary.device_type,
             "unit": unit,
@@ -334,6 +360,9 @@ def _rich_table(title: str, headers: list[str], groups: list[list[list[str]]]) -
 def print_summary(summary: RunSummary, console: Console, history: bool = False) -> None:
     headers, rows = trials_rows(summary)
     console.print(_rich_table(trials_title(summary), headers, [rows]))
+    if "model" in summary.searched:
+        headers, rows = models_rows(summary)
+        console.print(_rich_table(models_title(summary), headers, [rows]))
     if summary.confirm:
         headers, rows = confirm_rows(summary)
         console.print(_rich_table(confirm_title(summary), headers, [rows]))
