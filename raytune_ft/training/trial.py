@@ -75,29 +75,34 @@ def run_trial(
     storage_path: str,
     relay_to_tune: bool = False,
     ended: dict | None = None,
+    model_folders: dict | None = None,
 ) -> None:
     """relay_to_tune (PBT): epochs reach Tune through this driver, with their checkpoints (pbt.py).
     ended (a resumed search): {trial_id: last epoch row} of the trials the run folder records as
     ended; Tune saves its own state every few seconds, so a search killed just after a trial ended
-    restores that trial as unfinished. Such a trial says its last epoch again and ends, untrained."""
+    restores that trial as unfinished. Such a trial says its last epoch again and ends, untrained.
+    model_folders: {model: absolute folder} for models named by a relative folder (./my-bert),
+    which this process, in a working directory of its own, would not find (tuning/run.py)."""
     driver_started_at = time.time()  # start-up timeline (bench/overhead.py): the trial's part begins here
     trial_id = tune.get_context().get_trial_id()
     if ended and trial_id in ended:
         tune.report({**ended[trial_id], "already_ended": True})
         return
     config = Config(**base_config).for_trial(trial_params)
+    # data[0]: the tokenized data per model and max_length (Config.data_key; one, unless searched).
+    own_data = data[0][config.data_key]
+    config.model.name_or_path = (model_folders or {}).get(config.model.name_or_path, config.model.name_or_path)
     if config.trains_in_trial_process:
-        train_in_trial_process(config, data[0][config.data_key], driver_started_at)
+        train_in_trial_process(config, own_data, driver_started_at)
         return
     resources = config.resources
     relay = TuneRelay() if relay_to_tune else None
     trainer = TrainerWithoutRayData(
         ray_train_loop,
-        # data[0]: the tokenized data per model and max_length (Config.data_key; one, unless searched).
         # start_from (PBT): the checkpoint Tune restarted this trial with (its own or a clone's donor's).
         train_loop_config={
             "config": config.model_dump(),
-            "data": data[0][config.data_key],
+            "data": own_data,
             "progress_bar": False,
             "start_from": start_checkpoint() if relay else None,
             # Each epoch's checkpoint is copied to storage while the next epoch trains; under PBT

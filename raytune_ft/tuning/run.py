@@ -295,7 +295,19 @@ def trial_arguments(config: Config, data_paths: dict, storage: str, ended: dict)
         "storage_path": f"{storage}/trials",
         "relay_to_tune": config.search.scheduler == "pbt",
         "ended": ended,
+        "model_folders": relative_model_folders(config),
     }
+
+
+def relative_model_folders(config: Config) -> dict[str, str]:
+    """{model: its absolute folder} for the models named by a relative folder (./my-bert): found
+    from here, but a trial's process runs in a working directory of its own (Ray Tune's)."""
+    folders = {}
+    for model in config.models():
+        path = Path(os.path.expandvars(model)).expanduser()
+        if not path.is_absolute() and path.is_dir():  # (data/sources.resolve_model_path checked it)
+            folders[model] = str(path.resolve())
+    return folders
 
 
 def announce(config: Config, max_concurrent: int, console: Console, quiet: bool) -> None:
