@@ -2,9 +2,8 @@
 
 Tokenized data is cached under a key made of the rows themselves, the tokenizer and
 max_length (one copy per model and max_length a trial can use), so a second search on the
-same data skips tokenization, and trials never
-tokenize at all: the search hands the cached DatasetDict to every trial through Ray's
-object store.
+same data skips tokenization, and trials never tokenize at all: the search hands the cached
+DatasetDict to every trial through Ray's object store.
 """
 
 from __future__ import annotations
