@@ -590,13 +590,6 @@ class Config(Section):
         else:
             setattr(self.train, key, value)
 
-    def with_values(self, params: dict) -> Config:
-        """A copy with one trial's searched values set (a trial's config, e.g. the winner's)."""
-        config = self.model_copy(deep=True)
-        for key, value in params.items():
-            config.set_value(key, value)
-        return config
-
     @property
     def max_length(self) -> int:
         """Tokens per example for this run: train.max_length, or else data.max_length."""

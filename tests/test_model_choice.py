@@ -83,7 +83,7 @@ def test_model_is_a_searched_key_of_model_name_or_path():
     assert config.models() == [MINILM, "./other-model", "bert-base-uncased"]
     assert config.data_keys() == [(MINILM, 48), ("./other-model", 48), ("bert-base-uncased", 48)]
     assert points_to_evaluate(config) == [{"model": MINILM}]  # model.name_or_path, the config's own, first
-    trial = config.with_values({"model": "./other-model"})
+    trial = config.for_trial({"model": "./other-model"})
     assert trial.model.name_or_path == "./other-model" and trial.data_key == ("./other-model", 48)
     assert config.model.name_or_path == MINILM  # a copy: the search's config is unchanged
 
@@ -161,7 +161,7 @@ def test_each_model_gets_the_data_as_its_own_tokenizer_tokenizes_it(tmp_path, ti
         input_ids = list(load_tokenized(prepared[(str(model), 32)][0])["train"]["input_ids"])
         assert input_ids == expected["input_ids"]
     # `train` (no search) tokenizes for the config's own model only.
-    own = config.with_values({"model": str(small_vocab_dir)})
+    own = config.for_trial({"model": str(small_vocab_dir)})
     assert prepare_tokenized_data(own, cache_dir=tmp_path) == (prepared[(str(small_vocab_dir), 32)][0], True)
 
 

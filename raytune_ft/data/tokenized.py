@@ -128,7 +128,7 @@ def prepare_tokenized_copies(
     # Every model is checked before any is tokenized: a bad entry fails at once, not after the others.
     tokenizers = {}
     for model in dict.fromkeys(model for model, _ in keys):
-        model_config = config.with_values({"model": model})
+        model_config = config.for_trial({"model": model})
         tokenizers[model] = load_tokenizer(model_config)
         check_positions(model_config)
     cache_root = Path(cache_dir or default_cache_dir()) / "tokenized"

@@ -198,7 +198,7 @@ def search_in(
     if best is not None and config.test.evaluate and outcome == "finished":
         from raytune_ft.tuning.holdout import evaluate_winner_on_test
 
-        evaluate_winner_on_test(config, best, data_paths[config.with_values(best.config).data_key][0], run_dir)
+        evaluate_winner_on_test(config, best, data_paths[config.for_trial(best.config).data_key][0], run_dir)
     return SearchOutcome(run_dir=run_dir, outcome=outcome, best=best)
 
 
