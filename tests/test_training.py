@@ -286,16 +286,17 @@ def test_a_reused_trial_process_frees_the_previous_runs_model(tiny_bert_dir, mon
     from accelerate.state import AcceleratorState
 
     from raytune_ft.training import loop
+    from raytune_ft.training.model import AutoModelForSequenceClassification
 
     models = []
-    load = loop.AutoModelForSequenceClassification.from_pretrained
+    load = AutoModelForSequenceClassification.from_pretrained
 
     def load_and_watch(*args, **kwargs):
         model = load(*args, **kwargs)
         models.append(weakref.ref(model))
         return model
 
-    monkeypatch.setattr(loop.AutoModelForSequenceClassification, "from_pretrained", load_and_watch)
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", load_and_watch)
     raw = quick_config(tiny_bert_dir, train={"num_epochs": 1, "mixed_precision": "bf16"})
     config = validate_config({**raw, "output": {"keep_checkpoints": False}})
     data_path, _ = prepare_tokenized_data(config)
