@@ -13,7 +13,8 @@ Reports (b)/(a) wall and in-trial samples/s, the start-up phases (as bench/overh
 what sharing gives: the GPU's samples/s summed over the trials of (c) against one trial alone
 in (b), and each trial's peak GPU memory (allocated and reserved, as the tool reports them) against
 what nvidia-smi sees per process while (c) runs, with the GPU's mean utilisation. Part (d),
-fp16clip, trains once with fp16 and gradient clipping and checks the loss stays finite. Part (e),
+fp16clip, trains once with fp16 and gradient clipping and checks the loss stays finite. Part (f),
+lora, shares the GPU among LoRA trials of the bert-base-sized model and of a bert-large-sized one. Part (e),
 checkpoint, times what an epoch's checkpoint costs the loop, with the optimizer state (what a
 restart or a PBT clone needs) and without it (a trial's last epoch, or output.save_optimizer:
 false): the loop's own save, then the copy into storage Ray makes. Before
@@ -49,17 +50,17 @@ def build_model(kind: str, tokenizer_dir: str, out: Path) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    sizes = (
-        {}
-        if kind == "base"
-        else {
+    sizes = {
+        "base": {},  # BertConfig's defaults: bert-base (~110M parameters)
+        "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
+        "tiny": {
             "hidden_size": 32,
             "num_hidden_layers": 2,
             "num_attention_heads": 2,
             "intermediate_size": 64,
             "max_position_embeddings": 128,
-        }
-    )
+        },
+    }[kind]
     torch.manual_seed(0)
     model = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, **sizes))
     folder = out / f"bert-{kind}-random"
@@ -103,10 +104,13 @@ def run_plain(args, model_dir: Path, out_dir: Path, extra: dict | None = None) -
     return run_plain_trials(config, args.trials)
 
 
-def run_search(args, model_dir: Path, out_dir: Path, name: str, trials: int, concurrent: int, gpus: float) -> dict:
+def run_search(
+    args, model_dir: Path, out_dir: Path, name: str, trials: int, concurrent: int, gpus: float, extra=None
+) -> dict:
     _, config_file = TASK_FOLDERS[args.task]
     launched_at = time.time()
-    wall = run_cli_search(config_file, overrides(args, model_dir, out_dir, name, trials, concurrent, gpus))
+    values = {**overrides(args, model_dir, out_dir, name, trials, concurrent, gpus), **(extra or {})}
+    wall = run_cli_search(config_file, values)
     return {"wall": wall, "rows": search_rows(out_dir / name), "launched_at": launched_at}
 
 
@@ -263,7 +267,7 @@ def main() -> None:
     )
     parser.add_argument("--share", type=int, default=4, help="trials sharing the GPU in part (c)")
     parser.add_argument("--cpus-per-trial", type=int, default=2)
-    parser.add_argument("--parts", default="plain,search1,shared,fp16clip,checkpoint")
+    parser.add_argument("--parts", default="plain,search1,shared,fp16clip,checkpoint,lora")
     parser.add_argument("--out", default=None, help="also append the BENCH lines to OUT/bench.jsonl")
     args = parser.parse_args()
     args.gpus = 1 if args.device == "cuda" else 0
@@ -344,6 +348,34 @@ def main() -> None:
         emit(summary, out)
     if "checkpoint" in parts:
         summary["checkpoint"] = checkpoint_cost(args, model_dir, work)
+        emit(summary, out)
+    if "lora" in parts:
+        lora_on_a_shared_gpu(args, model_dir, work, summary, out)
+
+
+def lora_on_a_shared_gpu(args, model_dir: Path, work: Path, summary: dict, out: Path | None) -> None:
+    """Part (f): --share LoRA trials (r 8 on query and value, the head trained) on the one GPU, as
+    part (c) shares it for full fine-tuning, on the bert-base-sized model and then a bert-large-sized
+    one (24 layers, hidden 1024, ~335M parameters): what each trial holds on the GPU, what the GPU
+    trains per second over all trials, and what fits."""
+    gpus = round(args.gpus / args.share, 4)
+    lora = {"model.peft": "{method: lora, r: 8}", "train.learning_rate": 5e-4}
+    for kind in ("base", "large") if args.model != "tiny" else ("tiny",):
+        folder = model_dir if kind == args.model else build_model(kind, args.tokenizer, work)
+        with NvidiaSmi() as smi:
+            run = run_search(args, folder, work, f"lora-{kind}", args.share, args.share, gpus, extra=lora)
+        rows = run["rows"]
+        summary[f"lora_{kind}"] = {
+            **describe(run),
+            **smi.summary(),
+            "gpus_per_trial": gpus,
+            "trainable_parameters": rows[0]["trainable_parameters"],
+            "total_parameters": rows[0]["total_parameters"],
+        }
+        if kind == args.model and "shared" in summary:  # against part (c): the same model fully fine-tuned
+            summary[f"lora_{kind}_over_full_samples_per_s"] = round(
+                summary[f"lora_{kind}"]["samples_per_s_all_trials"] / summary["shared"]["samples_per_s_all_trials"], 3
+            )
         emit(summary, out)
 
 
