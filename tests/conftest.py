@@ -51,23 +51,31 @@ def minilm_path() -> str:
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory, minilm_path) -> Path:
     """A tiny random BERT (2 layers, hidden 32) with the real MiniLM tokenizer, in save_pretrained layout."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from transformers import AutoTokenizer
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    save_tiny_bert(folder, tokenizer.vocab_size, num_hidden_layers=2)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_bert(folder: Path, vocab_size: int, num_hidden_layers: int) -> None:
+    """A tiny random BERT (hidden 32, seeded) saved into folder, for the given vocabulary size."""
+    import torch
+    from transformers import BertConfig, BertModel
+
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
+        vocab_size=vocab_size,
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=num_hidden_layers,
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,
     )
     BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 # Which Ray actor trains, by resources.ray_train: a one-worker trial's own Tune process (Tune's

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import quick_config, search_in_process
+from conftest import quick_config, save_tiny_bert, search_in_process
 
 from raytune_ft.api import export, load_run
 from raytune_ft.cli import main
@@ -45,24 +45,14 @@ def small_vocab_dir(tmp_path_factory, minilm_path) -> Path:
     """A tiny random BERT (1 layer) with a tokenizer of its own: MiniLM's first 3,000 word pieces
     (special tokens, characters, ##pieces), so words tokenize into more and other ids. Its
     embeddings hold 3,000 rows: trained on MiniLM's ids (up to 30,521) it would fail at once."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertTokenizerFast
 
     folder = tmp_path_factory.mktemp("models") / "small-vocab"
     folder.mkdir()
     vocab = (Path(minilm_path) / "vocab.txt").read_text(encoding="utf-8").splitlines()[:3000]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(folder)
+    save_tiny_bert(folder, len(vocab), num_hidden_layers=1)
     return folder
 
 
