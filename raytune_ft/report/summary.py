@@ -40,9 +40,7 @@ ENDED = ("finished", "stopped early", "failed", "interrupted")
 
 def trial_devices(resources: ResourcesSection) -> tuple[str, float]:
     """What one trial reserves: ("gpu", GPUs) when it uses GPUs, else ("cpu", CPU cores)."""
-    if resources.gpus_per_worker > 0:
-        return "gpu", resources.gpus_per_worker * resources.num_workers
-    return "cpu", resources.cpus_per_worker * resources.num_workers
+    return resources.trial_devices()
 
 
 def device_unit(device_type: str) -> str:
