@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from raytune_ft.config import ConfigError, validate_config
+from raytune_ft.report.pareto import best_on_front, pareto_front, trial_points
 
 
 def error_of(raw: dict) -> str:
@@ -59,3 +60,93 @@ def test_every_algorithm_and_asha_or_fifo_take_objectives(algorithm):
     for scheduler in ("asha", "fifo"):
         search = {"objectives": ["f1", "device_seconds"], "algorithm": algorithm, "scheduler": scheduler}
         assert validate_config({"search": {**search, "space": space}}).search.algorithm == algorithm
+
+
+# ---------------------------------------------------------------------------------------
+# The front, on hand-made trials
+
+F1_COST = [("eval_f1", "max"), ("device_seconds", "min")]
+LOSS_PARAMS = [("eval_loss", "min"), ("trainable_parameters", "min")]
+
+
+def point(trial_id: str, epoch: int, metric: float, cost: float, objectives=F1_COST, **more) -> dict:
+    (metric_key, _), (cost_key, _) = objectives
+    return {"trial_id": trial_id, "epoch": epoch, metric_key: metric, cost_key: cost, **more}
+
+
+def front_ids(points: list[dict], objectives=F1_COST) -> list[str]:
+    return [row["trial_id"] for row in pareto_front(points, objectives)]
+
+
+def test_the_front_drops_dominated_trials_and_lists_the_best_metric_first():
+    points = [
+        point("cheap", 1, 0.70, 10),
+        point("dominated", 1, 0.68, 15),  # worse than cheap on both
+        point("best", 1, 0.90, 40),
+        point("middle", 1, 0.80, 20),
+        point("costly", 1, 0.85, 50),  # worse than best on both
+    ]
+    assert front_ids(points) == ["best", "middle", "cheap"]
+
+
+def test_equal_on_one_objective_the_other_decides():
+    points = [point("a", 1, 0.80, 20), point("same-f1-dearer", 1, 0.80, 30), point("same-cost-worse", 1, 0.70, 20)]
+    assert front_ids(points) == ["a"]
+
+
+def test_trials_with_the_same_values_are_both_on_the_front():
+    points = [point("first", 1, 0.80, 20), point("twin", 1, 0.80, 20), point("cheap", 1, 0.60, 5)]
+    assert front_ids(points) == ["first", "twin", "cheap"]
+
+
+def test_minimized_metric_and_minimized_cost():
+    points = [
+        point("low-loss", 1, 0.30, 4_000, LOSS_PARAMS),
+        point("few-params", 1, 0.50, 500, LOSS_PARAMS),
+        point("worse", 1, 0.55, 900, LOSS_PARAMS),
+        point("between", 1, 0.40, 1_000, LOSS_PARAMS),
+    ]
+    assert front_ids(points, LOSS_PARAMS) == ["low-loss", "between", "few-params"]
+
+
+def test_each_trial_counts_at_its_best_epoch_the_earliest_of_equal_ones():
+    rows = [
+        point("t1", 1, 0.70, 10),
+        point("t1", 2, 0.80, 20),  # its best: the point is (0.80, 20), not its last epoch
+        point("t1", 3, 0.75, 30),
+        point("t2", 1, 0.60, 12),
+        point("t2", 2, 0.60, 24),  # as good as epoch 1, dearer: epoch 1 counts
+        {"trial_id": "t3", "epoch": 1, "eval_f1": 0.99},  # no cost: not a point
+    ]
+    points = trial_points(rows, F1_COST)
+    assert [(row["trial_id"], row["epoch"]) for row in points] == [("t1", 2), ("t2", 1)]
+    assert front_ids(points) == ["t1", "t2"]
+
+
+def test_the_winner_is_the_front_member_best_on_the_metric_with_the_front_beside_it():
+    rows = [
+        point("t1", 1, 0.80, 30, learning_rate=1e-3, checkpoint_path="/c/t1-1"),
+        point("t2", 1, 0.80, 20, learning_rate=2e-4, checkpoint_path="/c/t2-1"),  # as good, cheaper
+        point("t3", 1, 0.60, 5, learning_rate=5e-5, checkpoint_path="/c/t3-1"),
+        point("t4", 1, 0.50, 50, learning_rate=1e-5, checkpoint_path="/c/t4-1"),
+    ]
+    best = best_on_front(rows, F1_COST, ["learning_rate"])
+    assert (best.trial_id, best.checkpoint, best.config) == ("t2", "/c/t2-1", {"learning_rate": 2e-4})
+    assert best.pareto_front == [
+        {
+            "trial_id": "t2",
+            "epoch": 1,
+            "config": {"learning_rate": 2e-4},
+            "values": {"eval_f1": 0.80, "device_seconds": 20},
+            "checkpoint": "/c/t2-1",
+        },
+        {
+            "trial_id": "t3",
+            "epoch": 1,
+            "config": {"learning_rate": 5e-5},
+            "values": {"eval_f1": 0.60, "device_seconds": 5},
+            "checkpoint": "/c/t3-1",
+        },
+    ]
+    assert best.to_json()["pareto_front"] == best.pareto_front
+    assert best_on_front([], F1_COST, []) is None
