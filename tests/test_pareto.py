@@ -5,9 +5,11 @@ search whose report, best.json and export give the front."""
 from __future__ import annotations
 
 import pytest
+from conftest import quick_config
 
 from raytune_ft.config import ConfigError, validate_config
 from raytune_ft.report.pareto import best_on_front, pareto_front, trial_points
+from raytune_ft.tuning.tuner import build_param_space, build_search_algorithm
 
 
 def error_of(raw: dict) -> str:
@@ -150,3 +152,59 @@ def test_the_winner_is_the_front_member_best_on_the_metric_with_the_front_beside
     ]
     assert best.to_json()["pareto_front"] == best.pareto_front
     assert best_on_front([], F1_COST, []) is None
+
+
+# ---------------------------------------------------------------------------------------
+# What Optuna is told (its real study, as in test_searcher.py)
+
+
+def searcher_for(algorithm: str, objectives: list[str] = ("accuracy", "device_seconds")):
+    raw = quick_config("unused-model", train={"num_epochs": 3}, search={"space": SPACE, "algorithm": algorithm})
+    raw["search"]["objectives"] = list(objectives)
+    config = validate_config(raw)
+    searcher = build_search_algorithm(config)
+    searcher.set_search_properties(None, None, build_param_space(config))
+    return searcher
+
+
+def run(searcher, trial_id: str, epochs: list[tuple[float, float]], error: bool = False) -> None:
+    """A trial reporting (eval_accuracy, device_seconds) per epoch, then ending, in Tune's order."""
+    config = searcher.suggest(trial_id)
+    results = [
+        {
+            "epoch": epoch,
+            "eval_accuracy": score,
+            "device_seconds": cost,
+            **{f"config/{k}": v for k, v in config.items()},
+        }
+        for epoch, (score, cost) in enumerate(epochs, 1)
+    ]
+    for result in results:
+        searcher.on_trial_result(trial_id, result)
+    searcher.on_trial_complete(trial_id, None if error else results[-1], error=error)
+
+
+def told(searcher) -> list[tuple[str, list | None]]:
+    return [(trial.state.name, trial.values) for trial in searcher._ot_study.trials]
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "gp"])
+def test_optuna_is_told_the_best_epochs_metric_and_its_cost(algorithm):
+    searcher = searcher_for(algorithm)
+    assert [d.name for d in searcher._ot_study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    run(searcher, "t1", [(0.70, 10.0), (0.80, 20.0), (0.75, 30.0)])  # best at epoch 2: its cost then
+    run(searcher, "t2", [(0.60, 12.0)])  # stopped by the scheduler: complete all the same
+    run(searcher, "t3", [(0.65, 11.0)], error=True)
+    assert told(searcher) == [("COMPLETE", [0.80, 20.0]), ("COMPLETE", [0.60, 12.0]), ("FAIL", None)]
+    searcher.suggest("t4")  # the sampler models the two objectives (its start-up trials are done)
+
+
+def test_optuna_is_told_the_trainable_parameters_with_a_minimized_loss():
+    searcher = searcher_for("tpe", ["loss", "trainable_parameters"])
+    config = searcher.suggest("t1")
+    for epoch, loss in enumerate([0.6, 0.5, 0.55], 1):
+        result = {"epoch": epoch, "eval_loss": loss, "trainable_parameters": 1000, "config/learning_rate": config}
+        searcher.on_trial_result("t1", result)
+    searcher.on_trial_complete("t1", result)
+    assert [d.name for d in searcher._ot_study.directions] == ["MINIMIZE", "MINIMIZE"]
+    assert told(searcher) == [("COMPLETE", [0.5, 1000])]

@@ -71,6 +71,7 @@ from raytune_ft.tuning.tuner import (
     TUNE_DIR,
     algorithm_words,
     build_tuner,
+    objective_words,
     planned_trials,
     restore_tuner,
     scheduler_words,
@@ -316,7 +317,7 @@ def announce(config: Config, max_concurrent: int, console: Console, quiet: bool)
         console,
         quiet,
         f"searching {searched}: {planned_trials(config)} trials ({algorithm_words(config)}), {max_concurrent} at a time, "
-        f"scheduler {scheduler_words(config)}, metric eval_{config.metric} ({config.search.mode})",
+        f"scheduler {scheduler_words(config)}, {objective_words(config)}",
     )
     if config.search.scheduler == "pbt" and planned_trials(config) > max_concurrent:
         _say(
