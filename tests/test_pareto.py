@@ -4,11 +4,14 @@ search whose report, best.json and export give the front."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import quick_config
 
 from raytune_ft.config import ConfigError, validate_config
 from raytune_ft.report.pareto import best_on_front, pareto_front, trial_points
+from raytune_ft.tuning.checkpoints import prune_ended_trials
 from raytune_ft.tuning.tuner import build_param_space, build_search_algorithm
 
 
@@ -208,3 +211,30 @@ def test_optuna_is_told_the_trainable_parameters_with_a_minimized_loss():
     searcher.on_trial_complete("t1", result)
     assert [d.name for d in searcher._ot_study.directions] == ["MINIMIZE", "MINIMIZE"]
     assert told(searcher) == [("COMPLETE", [0.5, 1000])]
+
+
+def test_the_front_of_the_ended_trials_keeps_its_checkpoints(tmp_path):
+    """keep_checkpoints best keeps the winner's model; with objectives the front's too. A trial
+    dominated only by a running trial's current best keeps its model: that best may still change."""
+    points = {  # trial: (accuracy, device_seconds) at its one epoch, and whether it has ended
+        "winner": (0.90, 40.0, True),
+        "cheap": (0.70, 10.0, True),
+        "dominated": (0.65, 30.0, True),
+        "under-running": (0.80, 35.0, True),  # dominated by "running" alone
+        "running": (0.85, 20.0, False),
+    }
+    rows, events = [], []
+    for trial_id, (accuracy, cost, ended) in points.items():
+        checkpoint = tmp_path / "trials" / f"train-{trial_id}" / "checkpoint_e1"
+        checkpoint.mkdir(parents=True)
+        rows.append(point(trial_id, 1, accuracy, cost, [("eval_accuracy", "max"), ("device_seconds", "min")]))
+        rows[-1].update(best_so_far=1.0, checkpoint_path=str(checkpoint))
+        events += [{"event": "started", "trial_id": trial_id}] + [{"event": "finished", "trial_id": trial_id}] * ended
+    (tmp_path / "epochs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "trials.jsonl").write_text("".join(json.dumps(event) + "\n" for event in events))
+    objectives = validate_config({"search": {"objectives": ["accuracy", "device_seconds"]}}).objectives
+
+    assert prune_ended_trials(tmp_path, str(tmp_path), "accuracy", "max", 1, objectives) == []
+
+    remaining = sorted(path.parent.name for path in (tmp_path / "trials").glob("*/checkpoint_*"))
+    assert remaining == ["train-cheap", "train-running", "train-under-running", "train-winner"]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from raytune_ft.config import Config, ResourcesSection, load_config
 from raytune_ft.report.baseline import BaselineComparison, compare_with_baseline
+from raytune_ft.report.pareto import best_on_front
 from raytune_ft.run_folder import (
     CONFIG_FILE,
     CONFIRM_FILE,
@@ -234,7 +235,7 @@ def summarize_run(run_dir: Path, now: float | None = None) -> RunSummary:
     cut_off = now if status == "running" else state.get("ended_at")
     trials = _trials(config, rows, read_trial_events(run_dir), status == "running", cut_off)
     searched = list(config.search.space)
-    best = find_best(rows, config.metric, config.search.mode, searched)
+    best = search_best(config, rows)
     confirm = read_json(run_dir, CONFIRM_FILE)
     # The winner: the search's best trial, or with a confirm stage the search trial of the config with the best mean.
     winner = best.trial_id if best is not None else None
@@ -267,6 +268,14 @@ def summarize_run(run_dir: Path, now: float | None = None) -> RunSummary:
         test=read_json(run_dir, TEST_FILE),
         baseline=baseline,
     )
+
+
+def search_best(config: Config, rows: list[dict]) -> Best | None:
+    """The search's best epoch; with search.objectives the Pareto front's member best on the
+    metric, with the front (report/pareto.py)."""
+    if config.objectives:
+        return best_on_front(rows, config.objectives, list(config.search.space))
+    return find_best(rows, config.metric, config.search.mode, list(config.search.space))
 
 
 def baseline_comparison(run_dir: Path, config: Config, trials: list[TrialSummary], best: Best | None):
