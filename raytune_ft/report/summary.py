@@ -158,6 +158,11 @@ class RunSummary:
         return trial_devices(self.config.resources)[0]
 
     @property
+    def pareto_front(self) -> list[dict]:
+        """search.objectives: the front's members as best.json lists them, best on the metric first; else []."""
+        return (self.best.pareto_front or []) if self.best else []
+
+    @property
     def device_seconds(self) -> float:
         return sum(trial.device_seconds for trial in self.trials)
 
