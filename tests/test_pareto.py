@@ -5,14 +5,22 @@ search whose report, best.json and export give the front."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import optuna
 import pytest
-from conftest import quick_config
+from click.testing import CliRunner
+from conftest import quick_config, search_in_process
+from ray.tune.search.optuna import OptunaSearch
+from transformers import AutoModelForSequenceClassification
 
+from raytune_ft.cli import main
 from raytune_ft.config import ConfigError, validate_config
-from raytune_ft.report.pareto import best_on_front, pareto_front, trial_points
+from raytune_ft.report.pareto import best_on_front, dominates, pareto_front, trial_points
+from raytune_ft.run_folder import read_epochs
 from raytune_ft.tuning.checkpoints import prune_ended_trials
-from raytune_ft.tuning.tuner import build_param_space, build_search_algorithm
+from raytune_ft.tuning.study import study_url
+from raytune_ft.tuning.tuner import TUNE_DIR, build_param_space, build_search_algorithm
 
 
 def error_of(raw: dict) -> str:
@@ -238,3 +246,91 @@ def test_the_front_of_the_ended_trials_keeps_its_checkpoints(tmp_path):
 
     remaining = sorted(path.parent.name for path in (tmp_path / "trials").glob("*/checkpoint_*"))
     assert remaining == ["train-cheap", "train-running", "train-under-running", "train-winner"]
+
+
+# ---------------------------------------------------------------------------------------
+# One real search of two goals: 4 trials of a tiny BERT, ASHA, TPE on (eval_loss, device_seconds)
+
+
+@pytest.fixture(scope="module")
+def pareto_search(tmp_path_factory, tiny_bert_dir):
+    tmp_path = tmp_path_factory.mktemp("pareto")
+    raw = quick_config(
+        tiny_bert_dir,
+        search={
+            "space": {"learning_rate": {"loguniform": [1e-4, 3e-3]}},
+            "num_samples": 4,
+            "algorithm": "tpe",
+            "scheduler": "asha",
+            "objectives": ["loss", "device_seconds"],  # a tiny model's accuracies tie at chance, its losses differ
+        },
+        tracking={"tensorboard": False},
+        output={"dir": str(tmp_path / "runs"), "name": "pareto"},
+    )
+    result = search_in_process(raw, tmp_path)
+    assert result.exit_code == 0, result.output
+    return result, tmp_path / "runs" / "pareto"
+
+
+OBJECTIVES = [("eval_loss", "min"), ("device_seconds", "min")]
+
+
+@pytest.mark.slow
+def test_best_json_lists_the_front_of_non_dominated_trials_with_their_models(pareto_search):
+    _, run_dir = pareto_search
+    best = json.loads((run_dir / "best.json").read_text())
+    points = trial_points(read_epochs(run_dir), OBJECTIVES)
+    assert len(points) == 4
+    front = best["pareto_front"]
+    assert front and best["trial_id"] == front[0]["trial_id"]  # the winner: the front's best on eval_loss
+    assert best["metrics"]["eval_loss"] == min(point["eval_loss"] for point in points)
+    by_trial = {point["trial_id"]: point for point in points}
+    for member in front:
+        assert member["values"] == {key: by_trial[member["trial_id"]][key] for key, _ in OBJECTIVES}
+        assert not any(dominates(other, by_trial[member["trial_id"]], OBJECTIVES) for other in points)
+        assert Path(member["checkpoint"]).is_dir()  # kept for export --trial
+    off_front = [point for point in points if point["trial_id"] not in {m["trial_id"] for m in front}]
+    assert all(any(dominates(other, point, OBJECTIVES) for other in points) for point in off_front)
+
+
+@pytest.mark.slow
+def test_optuna_learnt_both_objectives_and_the_dashboard_study_has_two_directions(pareto_search):
+    _, run_dir = pareto_search
+    points = {point["trial_id"]: point for point in trial_points(read_epochs(run_dir), OBJECTIVES)}
+    study = optuna.load_study(study_name=run_dir.name, storage=study_url(run_dir))
+    assert [direction.name for direction in study.directions] == ["MINIMIZE", "MINIMIZE"]
+    for trial in study.trials:  # stopped by ASHA or not: complete, with its best epoch's pair
+        point = points[trial.user_attrs["trial_id"]]
+        assert trial.state.name == "COMPLETE" and trial.values == [point["eval_loss"], point["device_seconds"]]
+    searcher = OptunaSearch()
+    searcher.restore_from_dir(str(run_dir / TUNE_DIR))
+    assert len(searcher._ot_study.directions) == 2
+    told = sorted(tuple(trial.values) for trial in searcher._ot_study.trials)
+    assert told == sorted((point["eval_loss"], point["device_seconds"]) for point in points.values())
+
+
+@pytest.mark.slow
+def test_the_report_shows_the_front_as_a_table_and_a_plot(pareto_search):
+    result, run_dir = pareto_search
+    assert "Pareto front: the trials no other trial beats on both eval_loss" in result.output
+    assert "--trial ID" in result.output
+    assert (run_dir / "plots" / "pareto.png").stat().st_size > 10_000
+    assert "Pareto front" in (run_dir / "report.html").read_text()
+    report = json.loads(CliRunner().invoke(main, ["report", str(run_dir), "--format", "json", "--no-plots"]).output)
+    assert report["pareto_front"] == json.loads((run_dir / "best.json").read_text())["pareto_front"]
+
+
+@pytest.mark.slow
+def test_export_writes_the_model_of_the_front_member_asked_for(pareto_search, tmp_path):
+    _, run_dir = pareto_search
+    best = json.loads((run_dir / "best.json").read_text())
+    member = best["pareto_front"][-1]  # the cheapest on the front (the winner where the front is one trial)
+    out = tmp_path / "member"
+    exported = CliRunner().invoke(main, ["export", str(run_dir), "--out", str(out), "--trial", member["trial_id"]])
+    assert exported.exit_code == 0, exported.output
+    assert f"exported trial {member['trial_id']}" in exported.output
+    assert AutoModelForSequenceClassification.from_pretrained(out).num_labels == 2
+    assert json.loads((out / "raytune_ft_best.json").read_text())["trial_id"] == member["trial_id"]
+    refused = CliRunner().invoke(main, ["export", str(run_dir), "--out", str(tmp_path / "none"), "--trial", "nope"])
+    assert refused.exit_code == 2
+    assert "--trial nope: it is not a trial of this search; trials of" in refused.output
