@@ -14,6 +14,7 @@ from conftest import quick_config, search_in_process
 from ray.tune.search.optuna import OptunaSearch
 from transformers import AutoModelForSequenceClassification
 
+import raytune_ft
 from raytune_ft.cli import main
 from raytune_ft.config import ConfigError, validate_config
 from raytune_ft.report.pareto import best_on_front, dominates, pareto_front, trial_points
@@ -334,3 +335,31 @@ def test_export_writes_the_model_of_the_front_member_asked_for(pareto_search, tm
     refused = CliRunner().invoke(main, ["export", str(run_dir), "--out", str(tmp_path / "none"), "--trial", "nope"])
     assert refused.exit_code == 2
     assert "--trial nope: it is not a trial of this search; trials of" in refused.output
+
+
+def test_export_trial_takes_a_kept_checkpoint_and_names_the_trials_that_have_one(tmp_path):
+    """On a hand-made run folder: a front member whose checkpoint was deleted is refused with the
+    trials that can be exported; a trial off the front whose checkpoint was kept is exported."""
+    run_dir = tmp_path / "run"
+    config = validate_config({"search": {"space": SPACE, "objectives": ["accuracy", "device_seconds"]}})
+    rows = []
+    for trial_id, kept in (("winner", True), ("gone", False), ("off-front", True)):
+        checkpoint = run_dir / "trials" / f"train-{trial_id}" / "checkpoint_e1"
+        if kept:
+            checkpoint.mkdir(parents=True)
+            (checkpoint / "config.json").write_text("{}")
+        rows.append(
+            {**point(trial_id, 1, 0.8, 10.0, config.objectives), "best_so_far": 1.0, "checkpoint_path": str(checkpoint)}
+        )
+    (run_dir / "config.yaml").write_text(config.to_yaml())
+    (run_dir / "epochs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    members = [{"trial_id": row["trial_id"], "checkpoint": row["checkpoint_path"]} for row in rows[:2]]
+    (run_dir / "best.json").write_text(json.dumps({**members[0], "config": {}, "pareto_front": members}))
+
+    with pytest.raises(
+        ConfigError, match=r"--trial gone: it kept no checkpoint .*; trials of .* checkpoint: winner, off-front"
+    ):
+        raytune_ft.export(run_dir, tmp_path / "gone", trial_id="gone")
+    out = raytune_ft.export(run_dir, tmp_path / "off-front", trial_id="off-front")
+    assert json.loads((out / "raytune_ft_best.json").read_text())["trial_id"] == "off-front"
+    assert (out / "config.json").is_file()
