@@ -295,6 +295,15 @@ def test_best_json_lists_the_front_of_non_dominated_trials_with_their_models(par
 
 
 @pytest.mark.slow
+def test_each_epoch_row_holds_the_trials_device_seconds_so_far(pareto_search):
+    _, run_dir = pareto_search
+    spent: dict[str, float] = {}
+    for row in sorted(read_epochs(run_dir), key=lambda row: (row["trial_id"], row["epoch"])):
+        spent[row["trial_id"]] = spent.get(row["trial_id"], 0.0) + row["epoch_seconds"] * 1  # 1 CPU core per trial
+        assert row["device_seconds"] == pytest.approx(spent[row["trial_id"]])
+
+
+@pytest.mark.slow
 def test_optuna_learnt_both_objectives_and_the_dashboard_study_has_two_directions(pareto_search):
     _, run_dir = pareto_search
     points = {point["trial_id"]: point for point in trial_points(read_epochs(run_dir), OBJECTIVES)}
