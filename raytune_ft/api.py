@@ -101,9 +101,9 @@ class RunResult:
 
         return pd.DataFrame(self.summary.rows)
 
-    def export(self, out: str | os.PathLike, adapter_only: bool = False) -> Path:
-        """The winner's model and tokenizer into `out` (save_pretrained layout); see export()."""
-        return export(self.run_dir, out, adapter_only)
+    def export(self, out: str | os.PathLike, adapter_only: bool = False, trial_id: str | None = None) -> Path:
+        """The winner's model and tokenizer (or trial_id's) into `out` (save_pretrained layout); see export()."""
+        return export(self.run_dir, out, adapter_only, trial_id)
 
     def write_report(self) -> dict:
         """plots/*.png and report.html, written now; returns their paths."""
@@ -195,17 +195,22 @@ def load_run(run_dir: str | os.PathLike) -> RunResult:
 
 
 @_one_error_type
-def export(run_dir: str | os.PathLike, out: str | os.PathLike, adapter_only: bool = False) -> Path:
+def export(
+    run_dir: str | os.PathLike, out: str | os.PathLike, adapter_only: bool = False, trial_id: str | None = None
+) -> Path:
     """Copy the best trial's model and tokenizer (save_pretrained layout) to `out`, with
     raytune_ft_best.json beside them. A LoRA winner is merged into its pretrained model, a plain
     model that loads without peft; adapter_only: its adapters and head as peft saved them.
-    `out` must be new or empty; nothing half-copied is left there."""
+    trial_id: another trial's best epoch instead, one on the Pareto front (search.objectives) or
+    any whose checkpoint was kept. `out` must be new or empty; nothing half-copied is left there."""
     from raytune_ft.training.model import is_adapter_checkpoint
 
     run_dir, out_dir = Path(run_dir), Path(out)
     best = read_json(run_dir, BEST_FILE)
     if best is None:
         raise ConfigError(f"{run_dir} has no {BEST_FILE}; is it a finished search's run folder?")
+    if trial_id is not None and trial_id != best["trial_id"]:
+        best = _trial_to_export(run_dir, best, trial_id)
     checkpoint = best.get("checkpoint")
     if not checkpoint or not Path(checkpoint).is_dir():
         raise ConfigError(
@@ -227,6 +232,25 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, adapter_only: boo
         out_dir.rmdir()
     staging.rename(out_dir)
     return out_dir.resolve()
+
+
+def _trial_to_export(run_dir: Path, best: dict, trial_id: str) -> dict:
+    """What export writes for `--trial ID`: its entry in best.json's Pareto front, or else its best
+    epoch among those that kept a checkpoint; one line naming the trials that can be exported if neither."""
+    from raytune_ft.tuning.checkpoints import best_checkpointed_rows
+
+    for member in best.get("pareto_front") or []:
+        if member["trial_id"] == trial_id and member.get("checkpoint") and Path(member["checkpoint"]).is_dir():
+            return member
+    config = load_config(run_dir / CONFIG_FILE)
+    rows = best_checkpointed_rows(run_dir, config.metric, config.search.mode)
+    kept = {trial: row for trial, row in rows.items() if Path(row["checkpoint_path"]).is_dir()}
+    if trial_id in kept:
+        return Best.from_row(kept[trial_id], list(config.search.space)).to_json()
+    what = "kept no checkpoint (output.keep_checkpoints)" if trial_id in rows else "is not a trial of this search"
+    raise ConfigError(
+        f"--trial {trial_id}: it {what}; trials of {run_dir} with a kept checkpoint: {', '.join(kept) or 'none'}"
+    )
 
 
 def _write_model(checkpoint: str, out: Path, run_dir: Path, trial_values: dict, adapter_only: bool) -> None:

@@ -154,11 +154,18 @@ def report(run_dir, output_format, no_plots):
 @click.option(
     "--adapter-only", is_flag=True, help="LoRA: write the adapters and head as peft saved them, not a merged model."
 )
+@click.option(
+    "--trial",
+    "trial_id",
+    default=None,
+    help="Another trial's best epoch: one on the Pareto front (search.objectives), or any that kept a checkpoint.",
+)
 @_handle_errors
-def export(run_dir, out_dir, adapter_only):
-    """Copy the best trial's model and tokenizer (save_pretrained layout) to --out. A LoRA winner
-    is merged into its pretrained model: it loads with AutoModelForSequenceClassification alone."""
-    out = api.export(run_dir, out_dir, adapter_only)
+def export(run_dir, out_dir, adapter_only, trial_id):
+    """Copy the best trial's model and tokenizer (save_pretrained layout) to --out, or with --trial
+    another trial's. A LoRA model is merged into its pretrained model: it loads with
+    AutoModelForSequenceClassification alone."""
+    out = api.export(run_dir, out_dir, adapter_only, trial_id)
     exported = json.loads((out / "raytune_ft_best.json").read_text(encoding="utf-8"))
     click.echo(f"exported trial {exported['trial_id']} to {out}")
 

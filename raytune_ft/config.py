@@ -155,6 +155,15 @@ def field_name(key: str) -> str:
 # What PBT perturbs when it restarts a weak trial from a strong one (when searched).
 PBT_MUTATIONS = ("learning_rate", "warmup_ratio")
 
+# search.objectives' second name: a cost that every epoch row holds (lower is better), taken at
+# the trial's best epoch on the search metric, as the metric is: what producing that model cost.
+COST_OBJECTIVES = {
+    # Training and evaluation seconds of the trial's epochs so far x the devices it reserves (CPU
+    # cores, or GPUs): cumulative; start-up and waiting time are not in it.
+    "device_seconds": "device-seconds of training and evaluation up to the epoch",
+    "trainable_parameters": "the parameters that train (with LoRA: the adapters and the head)",
+}
+
 
 class SearchSection(Section):
     space: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
@@ -202,16 +211,58 @@ class SearchSection(Section):
     # Earlier run folders (of the same task, model and metric) whose ended trials Optuna learns
     # from before it suggests anything (tpe, gp); they are not run again (tuning/warm_start.py).
     warm_start: list[str] = Field(default_factory=list)
+    # Two goals at once: [the search metric, a cost], e.g. [f1, device_seconds] or [accuracy,
+    # trainable_parameters] (costs: COST_OBJECTIVES). Optuna searches for the trade-off (multi-objective
+    # gp or tpe), and the report and best.json give the Pareto front: the trials no other trial beats
+    # on both. null: one goal, search.metric. search.metric defaults to the first.
+    objectives: list[str] | None = None
 
     @field_validator("warm_start", mode="before")
     @classmethod
     def _one_or_more_folders(cls, value):
         return [] if value is None else [value] if isinstance(value, str) else value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _metric_from_objectives(cls, data):
+        """search.objectives: [f1, device_seconds] alone searches metric f1."""
+        objectives = data.get("objectives") if isinstance(data, dict) else None
+        if isinstance(objectives, list) and objectives and data.get("metric") is None:
+            if isinstance(objectives[0], str) and objectives[0] not in COST_OBJECTIVES:
+                data = {**data, "metric": objectives[0]}
+        return data
+
     @model_validator(mode="after")
     def _mode_from_metric(self) -> SearchSection:
         if self.mode is None:
             self.mode = "min" if (self.metric or "").startswith("loss") else "max"
+        return self
+
+    @model_validator(mode="after")
+    def _check_objectives(self) -> SearchSection:
+        names = self.objectives
+        if names is None:
+            return self
+        if len(names) != 2 or names[0] in COST_OBJECTIVES or names[1] not in COST_OBJECTIVES:
+            raise ValueError(
+                f"search.objectives: give two names, the search metric and then a cost ({', '.join(COST_OBJECTIVES)}), "
+                f"e.g. [f1, device_seconds]; got {names}"
+            )
+        if names[0] != self.metric:
+            raise ValueError(
+                f"search.objectives: the first is the search metric, here {self.metric}; "
+                f"set search.metric: {names[0]} or leave search.metric out"
+            )
+        if self.scheduler == "pbt":
+            raise ValueError(
+                "search.objectives: not with search.scheduler pbt (PBT copies the trials best on one metric); "
+                "use asha or fifo"
+            )
+        if self.warm_start:
+            raise ValueError(
+                "search.warm_start: not with search.objectives (earlier trials are learnt from on one metric); "
+                "remove one of them"
+            )
         return self
 
     @model_validator(mode="after")
@@ -354,6 +405,12 @@ class ResourcesSection(Section):
     # On a cluster: a custom resource (e.g. "head") that pins the trial drivers to the node
     # that has it, so they never sit on GPU workers. Default: drivers go anywhere (no CPU).
     driver_resource: str | None = None
+
+    def trial_devices(self) -> tuple[str, float]:
+        """What one trial reserves: ("gpu", GPUs) when it uses GPUs, else ("cpu", CPU cores)."""
+        if self.gpus_per_worker > 0:
+            return "gpu", self.gpus_per_worker * self.num_workers
+        return "cpu", self.cpus_per_worker * self.num_workers
 
     @model_validator(mode="after")
     def _check_gpu_shares(self) -> ResourcesSection:
@@ -517,6 +574,11 @@ class Config(Section):
             raise ValueError(
                 "output.save_optimizer: pbt clones go on with their donor's optimizer state; set it to true (or remove it)"
             )
+        if self.search.objectives and self.confirm.top_k:
+            raise ValueError(
+                "confirm.top_k: the confirm stage picks one winner by the mean of one metric, search.objectives a "
+                "Pareto front; remove one of them"
+            )
         self._check_peft_keys()
         self._check_points_to_evaluate()
         self.check_search_metric()
@@ -636,9 +698,11 @@ class Config(Section):
         for key in ("metric", "scheduler_metric"):
             value = getattr(self.search, key)
             if value is not None and value not in metrics:
+                # The first of search.objectives is the metric (and where it was written).
+                where = "search.objectives" if key == "metric" and self.search.objectives else f"search.{key}"
                 # A ConfigError, not a ValueError: raised outside validation too (pydantic wraps both).
                 raise ConfigError(
-                    f"search.{key}: {value!r} is not a metric of task {self.task}; use one of {', '.join(metrics)}"
+                    f"{where}: {value!r} is not a metric of task {self.task}; use one of {', '.join(metrics)}"
                 )
 
     def task_spec(self) -> Task:
@@ -650,6 +714,14 @@ class Config(Section):
     def metric(self) -> str:
         """The metric the search optimizes (without the `eval_` prefix)."""
         return self.search.metric or self.task_spec().main_metric
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """search.objectives as (the epoch rows' key, max|min): the metric, then a cost (minimized);
+        [] for a search of one goal."""
+        if not self.search.objectives:
+            return []
+        return [(f"eval_{self.metric}", self.search.mode), (self.search.objectives[1], "min")]
 
     @property
     def scheduler_metric(self) -> tuple[str, str]:

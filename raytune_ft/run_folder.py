@@ -278,6 +278,18 @@ class Best:
     confirmed: dict | None = None
     # The search's best against the baseline trial, the config's own values (report/baseline.py).
     against_baseline: dict | None = None
+    # search.objectives: the trials no other beats on both goals, each at its best epoch (report/pareto.py).
+    pareto_front: list[dict] | None = None
+
+    @classmethod
+    def from_row(cls, row: dict, searched: list[str]) -> Best:
+        """The trial of an epoch row, at that epoch: its searched values, its metrics, its checkpoint."""
+        return cls(
+            trial_id=row["trial_id"],
+            config={name: row[name] for name in searched if name in row},
+            metrics={k: v for k, v in row.items() if k != "checkpoint_path"},
+            checkpoint=row.get("checkpoint_path"),
+        )
 
     def to_json(self) -> dict:
         document = {
@@ -290,6 +302,8 @@ class Best:
             document["confirmed"] = self.confirmed
         if self.against_baseline is not None:
             document["against_baseline"] = self.against_baseline
+        if self.pareto_front is not None:
+            document["pareto_front"] = self.pareto_front
         return document
 
 
@@ -305,14 +319,7 @@ def best_epoch(rows: list[dict], metric: str, mode: str) -> dict | None:
 
 def find_best(rows: list[dict], metric: str, mode: str, searched: list[str]) -> Best | None:
     row = best_epoch(rows, metric, mode)
-    if row is None:
-        return None
-    return Best(
-        trial_id=row["trial_id"],
-        config={name: row[name] for name in searched if name in row},
-        metrics={k: v for k, v in row.items() if k != "checkpoint_path"},
-        checkpoint=row.get("checkpoint_path"),
-    )
+    return Best.from_row(row, searched) if row is not None else None
 
 
 def write_best(run_dir: Path, best: Best) -> Path:

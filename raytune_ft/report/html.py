@@ -15,6 +15,8 @@ from raytune_ft.report.tables import (
     history_rows,
     models_rows,
     models_title,
+    pareto_rows,
+    pareto_title,
     summary_lines,
     trials_rows,
     trials_title,
@@ -34,6 +36,8 @@ def write_html(summary: RunSummary, plots: list[tuple[Path, str]], path: Path | 
         f"<h2>{html.escape(trials_title(summary))}</h2>",
         _html_table(*trials_rows(summary)),
     ]
+    if summary.pareto_front:
+        parts += [f"<h2>{html.escape(pareto_title(summary))}</h2>", _html_table(*pareto_rows(summary))]
     if "model" in summary.searched:
         parts += [f"<h2>{html.escape(models_title(summary))}</h2>", _html_table(*models_rows(summary))]
     if summary.confirm:

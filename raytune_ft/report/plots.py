@@ -5,7 +5,9 @@
   (trial-epochs, and device-seconds);
 - hyperparameters.png: each searched hyperparameter against the trial's final metric
   (log axis for log-uniform samplers such as the learning rate);
-- models.png (a model search): each model's best metric and what its trials cost.
+- models.png (a model search): each model's best metric and what its trials cost;
+- pareto.png (search.objectives): each trial's metric against its cost at its best epoch, the
+  Pareto front highlighted and joined.
 
 Matplotlib's object API with the Agg canvas: no pyplot global state, no display needed.
 """
@@ -19,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from raytune_ft.report.pareto import trial_points
 from raytune_ft.report.summary import RunSummary, TrialSummary, device_unit, model_label
 
 PLOTS_DIR = "plots"
@@ -55,6 +58,14 @@ def write_plots(summary: RunSummary, out_dir: Path | None = None) -> list[tuple[
             (
                 _save(models_figure(summary), out_dir / "models.png"),
                 f"Each model's best eval_{summary.config.metric} and its trials' compute; the winner's model in red.",
+            )
+        )
+    if summary.pareto_front:
+        (metric, _), (cost, _) = summary.config.objectives
+        written.append(
+            (
+                _save(pareto_figure(summary), out_dir / "pareto.png"),
+                f"Each trial's {metric} against its {cost} at its best epoch; the Pareto front in red, the winner starred.",
             )
         )
     return written
@@ -222,6 +233,46 @@ def models_figure(summary: RunSummary) -> Figure:
         axes[0].set_ylim(low - pad, high + pad)
     figure.suptitle(
         f"Per model: the best {summary.metric_key} ({summary.config.search.mode} is better) and the compute spent"
+    )
+    return figure
+
+
+def pareto_figure(summary: RunSummary) -> Figure:
+    """search.objectives: every trial as one point (its best epoch's cost and metric), the front's
+    members in red joined by the staircase of what the front attains, the winner starred."""
+    objectives = summary.config.objectives
+    (metric, mode), (cost, _) = objectives
+    front = sorted(summary.pareto_front, key=lambda member: member["values"][cost])
+    on_front = {member["trial_id"] for member in front}
+    others = [row for row in trial_points(summary.rows, objectives) if row["trial_id"] not in on_front]
+    figure = Figure(figsize=(8.5, 5.5), layout="constrained")
+    ax = figure.subplots()
+    if others:
+        ax.scatter([r[cost] for r in others], [r[metric] for r in others], s=45, alpha=0.75, label="other trials")
+    xs, ys = [m["values"][cost] for m in front], [m["values"][metric] for m in front]
+    # Cheaper to the left: the best metric the front reaches for a cost runs on from each member
+    # until the next one (a staircase, whether the metric is maximized or minimized).
+    # (on to the dearest trial: what the front reaches for any cost)
+    right = max([r[cost] for r in others] + xs)
+    ax.step(xs + [right], ys + ys[-1:], where="post", color=WINNER_COLOR, linewidth=2, zorder=3, label="Pareto front")
+    ax.scatter(xs, ys, color=WINNER_COLOR, s=60, zorder=4)
+    names: dict[tuple, list[str]] = {}  # trials with the same values share a point and its label
+    for member, x, y in zip(front, xs, ys):
+        names.setdefault((x, y), []).append(member["trial_id"])
+        if summary.best is not None and member["trial_id"] == summary.best.trial_id:
+            ax.scatter(x, y, marker="*", s=300, color=WINNER_COLOR, edgecolors="black", zorder=5, label="winner")
+    for (x, y), trial_ids in names.items():
+        ax.annotate(", ".join(trial_ids), (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    costs = [x for x in xs + [r[cost] for r in others] if x > 0]
+    if costs and max(costs) / min(costs) > 20:  # parameter counts of LoRA ranks and full models
+        ax.set_xscale("log")
+    unit = f" ({device_unit(summary.device_type)}, epochs up to the best one)" if cost == "device_seconds" else ""
+    ax.set_xlabel(f"{cost}{unit}, lower is better")
+    ax.set_ylabel(f"{metric} at the best epoch, {'higher' if mode == 'max' else 'lower'} is better")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    figure.suptitle(
+        f"Trade-off: {metric} against {cost}, {len(front)} of {len(front) + len(others)} trials on the front"
     )
     return figure
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from raytune_ft.config import Config, ResourcesSection, load_config
 from raytune_ft.report.baseline import BaselineComparison, compare_with_baseline
+from raytune_ft.report.pareto import best_on_front
 from raytune_ft.run_folder import (
     CONFIG_FILE,
     CONFIRM_FILE,
@@ -40,9 +41,7 @@ ENDED = ("finished", "stopped early", "failed", "interrupted")
 
 def trial_devices(resources: ResourcesSection) -> tuple[str, float]:
     """What one trial reserves: ("gpu", GPUs) when it uses GPUs, else ("cpu", CPU cores)."""
-    if resources.gpus_per_worker > 0:
-        return "gpu", resources.gpus_per_worker * resources.num_workers
-    return "cpu", resources.cpus_per_worker * resources.num_workers
+    return resources.trial_devices()
 
 
 def device_unit(device_type: str) -> str:
@@ -159,6 +158,11 @@ class RunSummary:
         return trial_devices(self.config.resources)[0]
 
     @property
+    def pareto_front(self) -> list[dict]:
+        """search.objectives: the front's members as best.json lists them, best on the metric first; else []."""
+        return (self.best.pareto_front or []) if self.best else []
+
+    @property
     def device_seconds(self) -> float:
         return sum(trial.device_seconds for trial in self.trials)
 
@@ -236,7 +240,7 @@ def summarize_run(run_dir: Path, now: float | None = None) -> RunSummary:
     cut_off = now if status == "running" else state.get("ended_at")
     trials = _trials(config, rows, read_trial_events(run_dir), status == "running", cut_off)
     searched = list(config.search.space)
-    best = find_best(rows, config.metric, config.search.mode, searched)
+    best = search_best(config, rows)
     confirm = read_json(run_dir, CONFIRM_FILE)
     # The winner: the search's best trial, or with a confirm stage the search trial of the config with the best mean.
     winner = best.trial_id if best is not None else None
@@ -269,6 +273,14 @@ def summarize_run(run_dir: Path, now: float | None = None) -> RunSummary:
         test=read_json(run_dir, TEST_FILE),
         baseline=baseline,
     )
+
+
+def search_best(config: Config, rows: list[dict]) -> Best | None:
+    """The search's best epoch; with search.objectives the Pareto front's member best on the
+    metric, with the front (report/pareto.py)."""
+    if config.objectives:
+        return best_on_front(rows, config.objectives, list(config.search.space))
+    return find_best(rows, config.metric, config.search.mode, list(config.search.space))
 
 
 def baseline_comparison(run_dir: Path, config: Config, trials: list[TrialSummary], best: Best | None):

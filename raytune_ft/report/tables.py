@@ -8,6 +8,7 @@ the confirm stage, and the cost.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -126,6 +127,52 @@ def models_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
 
 def models_title(summary: RunSummary) -> str:
     return f"Models: each model's best {summary.metric_key} and its trials' cost, the winner's model {WINNER_MARK}"
+
+
+def pareto_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
+    """search.objectives: the Pareto front, one row per member at its best epoch, best on the metric first."""
+    (metric, _), (cost, _) = summary.config.objectives
+    headers = ["trial", *summary.searched, "epoch", metric, cost, "checkpoint"]
+    rows = [
+        [
+            member["trial_id"]
+            + (f" {WINNER_MARK}" if summary.best and member["trial_id"] == summary.best.trial_id else ""),
+            *(format_setting(member["config"], name) for name in summary.searched),
+            str(member["epoch"]),
+            format_value(member["values"][metric]),
+            format_cost(cost, member["values"][cost]),
+            "kept" if member["checkpoint"] and Path(member["checkpoint"]).is_dir() else "none",
+        ]
+        for member in summary.pareto_front
+    ]
+    return headers, rows
+
+
+def format_cost(name: str, value) -> str:
+    """A cost objective's value: parameters as a whole number, device-seconds to a tenth."""
+    return f"{value:,.0f}" if name == "trainable_parameters" else f"{value:,.1f}"
+
+
+def pareto_title(summary: RunSummary) -> str:
+    (metric, mode), (cost, _) = summary.config.objectives
+    better = "higher" if mode == "max" else "lower"
+    return (
+        f"Pareto front: the trials no other trial beats on both {metric} ({better} is better) and {cost} "
+        f"(lower is better), each at its best epoch; {WINNER_MARK} best on {metric}"
+    )
+
+
+def pareto_lines(summary: RunSummary) -> list[str]:
+    """The front in a sentence, and how to export one of its members."""
+    front = summary.pareto_front
+    if not summary.config.objectives or not front:
+        return []
+    scored = sum(trial.best_metric is not None for trial in summary.trials)
+    members = ", ".join(member["trial_id"] for member in front)
+    return [
+        f"Pareto front: {len(front)} of {scored} scored trials ({members}), listed in best.json; "
+        f"export one with: raytune-ft export {summary.run_dir} --out DIR --trial ID"
+    ]
 
 
 def history_rows(summary: RunSummary) -> tuple[list[str], list[list[list[str]]]]:
@@ -287,6 +334,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
             f"{label}: trial {best.trial_id} epoch {best.metrics['epoch']} {summary.metric_key}={best.metrics[summary.metric_key]:.4f} with {params}"
         )
         lines += baseline_lines(summary)
+    lines += pareto_lines(summary)
     unit = device_unit(summary.device_type)
     wall = f"; search wall time {summary.wall_seconds:.0f}s" if summary.wall_seconds is not None else ""
     lines.append(f"compute: {summary.device_seconds:,.0f} {unit} over {len(summary.trials)} trials{wall}")
@@ -317,6 +365,8 @@ def report_json(summary: RunSummary, files: dict | None = None) -> dict:
         "mode": summary.config.search.mode,
         "searched": summary.searched,
         "best": summary.best.to_json() if summary.best else None,
+        "objectives": [{"name": key, "mode": mode} for key, mode in summary.config.objectives] or None,
+        "pareto_front": summary.pareto_front if summary.config.objectives else None,
         "against_baseline": summary.baseline.to_json() if summary.baseline else None,
         "trials": [trial.to_json() for trial in summary.trials],
         "models": [model.to_json() for model in summary.per_model()] if "model" in summary.searched else None,
@@ -360,6 +410,9 @@ def _rich_table(title: str, headers: list[str], groups: list[list[list[str]]]) -
 def print_summary(summary: RunSummary, console: Console, history: bool = False) -> None:
     headers, rows = trials_rows(summary)
     console.print(_rich_table(trials_title(summary), headers, [rows]))
+    if summary.pareto_front:
+        headers, rows = pareto_rows(summary)
+        console.print(_rich_table(pareto_title(summary), headers, [rows]))
     if "model" in summary.searched:
         headers, rows = models_rows(summary)
         console.print(_rich_table(models_title(summary), headers, [rows]))

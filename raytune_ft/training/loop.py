@@ -94,6 +94,7 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
     divergence = DivergenceGuard(hp.learning_rate)
     step_losses = StepLosses(divergence, accelerator)
     best = BestScore(config.search.mode)
+    spent = DeviceSeconds(config, restored)
     start_epoch = 1
     if restored is not None:
         start_epoch = resume(restored, optimizer, lr_scheduler, hp, best, divergence, timeline, reporter)
@@ -129,6 +130,7 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
 
         # --- report ------------------------------------------------------------------
         metrics = {**epoch_metrics(epoch, evaluated, trained, hp, lr_scheduler, accelerator), **sizes}
+        metrics["device_seconds"] = spent.add(metrics["epoch_seconds"])
         if epoch == start_epoch:
             metrics.update(timeline.stamps)
         improved = best.update(metrics[f"eval_{config.metric}"])
@@ -252,6 +254,20 @@ class BestScore:
         if improved:
             self.score = score
         return improved
+
+
+class DeviceSeconds:
+    """The run's device-seconds so far (search.objectives' cost device_seconds): the seconds of its
+    epochs (training and evaluation) x the devices a trial reserves (resources.*: CPU cores, or
+    GPUs). Cumulative over a restart: the restored epoch's row holds the count up to it."""
+
+    def __init__(self, config: Config, restored: dict | None):
+        self.devices = config.resources.trial_devices()[1]
+        self.spent = (restored or {}).get("last_metrics", {}).get("device_seconds", 0.0)
+
+    def add(self, epoch_seconds: float) -> float:
+        self.spent += epoch_seconds * self.devices
+        return self.spent
 
 
 def resume(

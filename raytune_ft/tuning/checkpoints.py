@@ -11,6 +11,9 @@ needs. Cut-off trials keep both: `--resume` needs them.
 Under PBT a trial may have run as several Train runs (one per restart, see training/pbt_relay.py), and Ray
 Tune holds copies of its checkpoints (what clones start from): an ended trial keeps only its
 best checkpoint there too.
+With search.objectives the trials on the Pareto front keep theirs as well (export --trial): the
+front of the ended trials, whose points no longer change, so a trial dropped from it for being
+dominated stays dominated once every trial has ended (report/pareto.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from raytune_ft.report.pareto import pareto_front
 from raytune_ft.run_folder import best_epoch, last_trial_events, read_reported_epochs
 from raytune_ft.training.checkpointing import TRAINING_STATE_FILE
 from raytune_ft.training.trial import train_run_name
@@ -38,17 +42,21 @@ def tune_checkpoint_copies(storage: str, trial_id: str) -> list[Path]:
 
 
 def prune_ended_trials(
-    run_dir: Path, storage: str, metric: str, mode: str, kept_trials: int | None = None
+    run_dir: Path, storage: str, metric: str, mode: str, kept_trials: int | None = None, objectives: list = ()
 ) -> list[str]:
     """Each ended trial drops every checkpoint but its best epoch's, and beyond the `kept_trials`
-    best ended trials (output.keep_checkpoints; None: all) that one too. Returns what could not
-    be deleted, one line each (the caller says so)."""
+    best ended trials (output.keep_checkpoints; None: all) and the Pareto front of the ended trials
+    (objectives: config.objectives) that one too. Returns what could not be deleted, one line each
+    (the caller says so)."""
     if "://" in storage:
         return []  # cloud storage: Ray Train's own bound (best + latest per trial) applies
     last_event = last_trial_events(run_dir)
     best_rows = best_checkpointed_rows(run_dir, metric, mode)
     ranked = sorted(best_rows.values(), key=lambda row: row[f"eval_{metric}"], reverse=mode == "max")
     kept = {row["trial_id"] for row in ranked[:kept_trials]} if kept_trials is not None else set(best_rows)
+    if objectives and kept_trials != 0:
+        ended = [row for trial_id, row in best_rows.items() if last_event.get(trial_id) in ENDED]
+        kept |= {row["trial_id"] for row in pareto_front(ended, objectives)}
     # A cut-off trial (resumed later) may restart from another trial's copy (a PBT clone): keep them all.
     keep_copies = "interrupted" in last_event.values()
     problems: list[str] = []

@@ -38,7 +38,7 @@ from raytune_ft.environment import (
     not_exported,
     set_defaults,
 )
-from raytune_ft.report.summary import search_status, silent_for, summarize_run
+from raytune_ft.report.summary import search_best, search_status, silent_for, summarize_run
 from raytune_ft.report.tables import make_console
 from raytune_ft.run_folder import (
     CONFIG_FILE,
@@ -47,7 +47,6 @@ from raytune_ft.run_folder import (
     claim_new_run_dir,
     claim_run_dir,
     ended_trials,
-    find_best,
     read_epochs,
     read_search_state,
     write_best,
@@ -71,6 +70,7 @@ from raytune_ft.tuning.tuner import (
     TUNE_DIR,
     algorithm_words,
     build_tuner,
+    objective_words,
     planned_trials,
     restore_tuner,
     scheduler_words,
@@ -316,7 +316,7 @@ def announce(config: Config, max_concurrent: int, console: Console, quiet: bool)
         console,
         quiet,
         f"searching {searched}: {planned_trials(config)} trials ({algorithm_words(config)}), {max_concurrent} at a time, "
-        f"scheduler {scheduler_words(config)}, metric eval_{config.metric} ({config.search.mode})",
+        f"scheduler {scheduler_words(config)}, {objective_words(config)}",
     )
     if config.search.scheduler == "pbt" and planned_trials(config) > max_concurrent:
         _say(
@@ -349,8 +349,13 @@ def tidy_up(
 
 
 def prune_checkpoints(config: Config, run_dir: Path, storage: str) -> None:
-    """output.keep_checkpoints: the best ended trials keep their best epoch's checkpoint, the rest none."""
-    warn_all(prune_ended_trials(run_dir, storage, config.metric, config.search.mode, config.output.kept_trials))
+    """output.keep_checkpoints: the best ended trials keep their best epoch's checkpoint, the rest none
+    (search.objectives: the trials on the Pareto front keep theirs too)."""
+    warn_all(
+        prune_ended_trials(
+            run_dir, storage, config.metric, config.search.mode, config.output.kept_trials, config.objectives
+        )
+    )
 
 
 def warn_all(problems: list[str]) -> None:
@@ -359,9 +364,9 @@ def warn_all(problems: list[str]) -> None:
 
 
 def pick_winner(config: Config, run_dir: Path, confirmed) -> Best | None:
-    """The best epoch of the search, or with a confirm stage the config with the best mean over
-    new seeds; written to best.json."""
-    best = find_best(read_epochs(run_dir), config.metric, config.search.mode, list(config.search.space))
+    """The best epoch of the search (search.objectives: with the Pareto front), or with a confirm
+    stage the config with the best mean over new seeds; written to best.json."""
+    best = search_best(config, read_epochs(run_dir))
     if confirmed is not None and confirmed.best is not None:
         best = confirmed.best
     if best is not None:

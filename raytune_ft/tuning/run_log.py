@@ -39,7 +39,7 @@ REPORTED_KEYS = (
     "learning_rate", "last_learning_rate", "optimizer_steps", "effective_batch_size",
     "trainable_parameters", "total_parameters",
     "examples_trained", "examples_trained_per_process", "examples_evaluated", "examples_evaluated_mm",
-    "epoch_seconds", "node_id", "device", "num_processes", "checkpoint_path",
+    "epoch_seconds", "device_seconds", "node_id", "device", "num_processes", "checkpoint_path",
     "gpu_memory_peak_gib", "gpu_memory_reserved_peak_gib", "gpu_ids",  # with GPUs only
     *STARTUP_PHASES,  # epoch 1 (or the first after a restart)
     "best_so_far", "resumed_from_epoch",

@@ -9,6 +9,11 @@ in-memory study, in SQLite: `optuna.db`. `raytune-ft dashboard RUN_DIR` serves i
 (optuna-dashboard: trials, curves, parameter importances, parallel coordinates) while the
 search runs. A resumed search goes on with the same study; trials cut off stay running there
 until it does.
+
+With search.objectives the study has two directions, and each trial ends with a pair: its best
+epoch's metric and cost, as the searcher is told (tuning/searcher.py), read from epochs.jsonl. A
+study of two objectives takes no intermediate values (no learning curves on the dashboard, which
+shows the Pareto front instead) and prunes nothing: a stopped trial is complete with its pair.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from optuna.trial import TrialState
 from ray import tune
 
 from raytune_ft.config import Config
+from raytune_ft.report.pareto import trial_points
+from raytune_ft.run_folder import read_epochs
 
 STUDY_FILE = "optuna.db"
 
@@ -68,6 +75,7 @@ class OptunaStudyLog(tune.Callback):
     def __init__(self, run_dir: Path, config: Config):
         self.run_dir, self.config = Path(run_dir), config
         self.metric, self.mode = f"eval_{config.metric}", config.search.mode
+        self.objectives = config.objectives  # [] for one goal
         self.distributions = space_distributions(config.search.space)
         self.study: optuna.Study | None = None  # opened at the first event (see __getstate__)
         self.broken = False  # a write failed: the search goes on without the study
@@ -86,7 +94,9 @@ class OptunaStudyLog(tune.Callback):
         self.study = optuna.create_study(
             storage=optuna.storages.RDBStorage(study_url(self.run_dir)),
             study_name=self.run_dir.name,
-            direction="maximize" if self.mode == "max" else "minimize",
+            directions=[
+                "maximize" if mode == "max" else "minimize" for _, mode in self.objectives or [(self.metric, self.mode)]
+            ],
             sampler=optuna.samplers.RandomSampler(),  # never asked to sample: every value is given
             load_if_exists=True,  # a resumed search goes on with its study
         )
@@ -116,6 +126,8 @@ class OptunaStudyLog(tune.Callback):
     @never_stops_the_search
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._open()
+        if self.objectives:
+            return  # no intermediate values in a study of two objectives: the pair comes at the end
         score = result.get(self.metric)
         if trial.trial_id in self.done or trial.trial_id not in self.trials or not isinstance(score, (int, float)):
             return
@@ -128,6 +140,12 @@ class OptunaStudyLog(tune.Callback):
 
     @never_stops_the_search
     def on_trial_complete(self, iteration, trials, trial, **info):
+        if self.objectives:
+            # Its best epoch's pair, from the rows the run folder's log (an earlier callback) wrote.
+            rows = [row for row in read_epochs(self.run_dir) if row["trial_id"] == trial.trial_id]
+            points = trial_points(rows, self.objectives)
+            self._tell(trial.trial_id, [points[0][key] for key, _ in self.objectives] if points else None)
+            return
         result = trial.last_result or {}
         planned = (result.get("config") or trial.config).get("num_epochs", self.config.train.num_epochs)
         if int(result.get("epoch", 0)) < int(planned):
@@ -139,7 +157,7 @@ class OptunaStudyLog(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._tell(trial.trial_id, state=TrialState.FAIL)
 
-    def _tell(self, trial_id: str, value: float | None = None, state: TrialState | None = None) -> None:
+    def _tell(self, trial_id: str, value: float | list | None = None, state: TrialState | None = None) -> None:
         self._open()
         if trial_id in self.done or trial_id not in self.trials:
             return

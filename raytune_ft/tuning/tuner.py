@@ -136,8 +136,18 @@ def scheduler_words(config: Config) -> str:
 def algorithm_words(config: Config) -> str:
     """The search algorithm, and when Optuna's model takes over from random suggestions."""
     if config.search.algorithm in ("tpe", "gp") and config.search.space:
-        return f"{config.search.algorithm}, model-based once {startup_trials(config)} have finished"
+        # Optuna's gp (log expected hypervolume improvement) and tpe both model two objectives.
+        goals = ", multi-objective" if config.objectives else ""
+        return f"{config.search.algorithm}{goals}, model-based once {startup_trials(config)} have finished"
     return config.search.algorithm
+
+
+def objective_words(config: Config) -> str:
+    """What the search optimizes: its metric, or with search.objectives the metric and the cost."""
+    if not config.objectives:
+        return f"metric eval_{config.metric} ({config.search.mode})"
+    pairs = " and ".join(f"{key} ({mode})" for key, mode in config.objectives)
+    return f"objectives {pairs}, the Pareto front of both"
 
 
 def build_search_algorithm(
@@ -156,11 +166,13 @@ def build_search_algorithm(
     # Points an earlier search already ran (warm start) are not run again.
     ran = [warm.params for warm in warm_trials]
     points = [point for point in points_to_evaluate(config) if point not in ran]
-    # Told each trial's best epoch, as the winner is picked (tuning/searcher.py).
+    # Told each trial's best epoch, as the winner is picked (tuning/searcher.py); with
+    # search.objectives, that epoch's metric and cost (a study of two directions).
     return BestEpochOptunaSearch(
         planned_epochs=config.train.num_epochs,
         tell_stopped_as_pruned=config.search.algorithm == "tpe",  # GPSampler ignores pruned trials
         warm_trials=warm_trials,
+        objectives=config.objectives,
         points_to_evaluate=points or None,
         sampler=build_optuna_sampler(config),
         metric=f"eval_{config.metric}",
