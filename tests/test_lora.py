@@ -23,7 +23,7 @@ LORA = {"method": "lora", "r": 8, "alpha": 16, "dropout": 0.1}
 
 @pytest.fixture(scope="module")
 def lora_search(tmp_path_factory, minilm_path):
-    """Two trials (LoRA rank 4 and 8) of MiniLM with LoRA, 2 epochs of 1,000 pairs: ~1.5 minutes."""
+    """Two trials (LoRA rank 4 and 8) of MiniLM with LoRA, side by side, 2 epochs of 1,000 pairs: ~1 minute."""
     tmp_path = tmp_path_factory.mktemp("lora")
     files = write_paraphrase_files(tmp_path / "data", {"train": 1000, "validation": 100, "test": 100})
     raw = quick_config(
@@ -38,7 +38,7 @@ def lora_search(tmp_path_factory, minilm_path):
             "num_samples": 1,
             "metric": "accuracy",
         },
-        resources={"max_concurrent_trials": 1},
+        resources={"max_concurrent_trials": 2},  # a core each
         test={"evaluate": True},
         output={"dir": str(tmp_path / "runs"), "name": "lora"},
         tracking={"tensorboard": False},
