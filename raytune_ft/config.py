@@ -101,6 +101,11 @@ class TrainSection(Section):
     # Keep fewer activations and recompute them in the backward pass: less memory for long
     # sequences and big models, at about a third more compute per step.
     gradient_checkpointing: bool = False
+    # When a step runs out of memory, start the run again with a smaller per-step batch (the next
+    # divisor of batch_size: half, for even sizes) and as many more accumulation steps, so that the
+    # effective batch stays (Accelerate's find_executable_batch_size). Made for GPUs; the CPU's
+    # allocator failing counts too.
+    auto_batch_size: bool = False
     # Compile the model once per run (torch.compile through Accelerate, inductor): the first
     # steps take the compile time; with data.padding: max_length it compiles one shape only.
     torch_compile: bool = False

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import quick_config
+from conftest import REPO_ROOT, quick_config
 
 from raytune_ft.cli import main
 from raytune_ft.config import validate_config
@@ -350,3 +350,29 @@ def test_fixed_shape_padding_pads_every_batch_to_max_length(tiny_bert_dir):
         training_function({"config": config.model_dump(), "data": str(data_path), "progress_bar": False}, reporter)
         widths[padding] = reporter.epochs[0][0]["train_longest_sequence"]
     assert widths["max_length"] == 48 and widths["longest"] < 48
+
+
+@pytest.mark.slow
+def test_a_batch_that_runs_out_of_memory_is_halved_and_the_effective_batch_kept(tmp_path):
+    """train.auto_batch_size, with a real out-of-memory error: the real MiniLM in a process whose
+    address space is capped (4.5 GiB: a batch of 512 pairs of 64 tokens needs ~7 GiB, 128 ~3.8
+    GiB). The run starts again with 256, then 128 pairs per step and 4 steps accumulated: one
+    optimizer step of 512 examples, as asked, where it would have failed."""
+    import resource
+
+    limit = int(4.5 * 2**30)
+
+    def cap_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    values = ["train.batch_size=512", "train.auto_batch_size=true", "data.max_train_samples=512"]
+    values += ["train.num_epochs=1", "output.keep_checkpoints=false", f"output.dir={tmp_path}"]
+    command = [sys.executable, "-m", "raytune_ft.cli", "train", "configs/quickstart.yaml"]
+    command += [arg for value in values for arg in ("--set", value)]
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=cap_memory, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "out of memory with a batch of 512: again with 256" in done.stdout
+    (epochs_file,) = tmp_path.glob("*/epochs.jsonl")
+    (row,) = [json.loads(line) for line in epochs_file.read_text().splitlines()]
+    assert row["step_batch_size"] < 512 and row["effective_batch_size"] == 512
+    assert row["optimizer_steps"] == 1 and row["examples_trained"] == 512

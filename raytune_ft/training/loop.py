@@ -19,6 +19,7 @@ import gc
 import math
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
 
@@ -49,6 +50,8 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
     bar on the main process, "timeline": (optional) earlier start-up stamps (StartupTimeline)}."""
     timeline = StartupTimeline(loop_config.get("timeline", {}))
     config = Config(**loop_config["config"])
+    if config.train.auto_batch_size:  # this run, again with a smaller batch if a step runs out of memory
+        return train_with_a_batch_that_fits(config, loop_config, reporter)
     hp, task = config.train, config.task_spec()
     model_path = resolve_model_path(config.model.name_or_path)
     accelerator = make_accelerator(config)
@@ -66,7 +69,8 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
         model = load_model(config, model_path, restore_dir if restored is not None else None)
     if hp.gradient_checkpointing:  # activations recomputed in the backward pass: less memory
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    sizes = {**parameter_counts(model), "effective_batch_size": effective_batch_size(hp, accelerator)}
+    sizes = {**parameter_counts(model), "step_batch_size": hp.batch_size}
+    sizes["effective_batch_size"] = effective_batch_size(hp, accelerator)
     # Only what trains (with LoRA: adapters and head). On a GPU one fused kernel per update.
     trained_parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = AdamW(trained_parameters, lr=hp.learning_rate, weight_decay=hp.weight_decay, fused=on_gpu(accelerator))
@@ -236,6 +240,33 @@ def make_dataloaders(config: Config, tokenized, tokenizer, device: torch.device)
         for split in config.task_spec().eval_splits
     ]
     return train_dataloader, eval_dataloaders
+
+
+def train_with_a_batch_that_fits(config: Config, loop_config: dict, reporter: EpochReporter) -> None:
+    """train.auto_batch_size: the run with train.batch_size or, after an out-of-memory error, with
+    the next smaller divisor of it and the accumulation steps that keep the effective batch. The
+    run starts over (an epoch it reported is reported again); Accelerate's find_executable_batch_size
+    tells out-of-memory errors from others and frees the cached memory between tries."""
+    from accelerate.utils import find_executable_batch_size
+
+    hp = config.train
+    examples_per_step = hp.batch_size * hp.gradient_accumulation_steps
+    tried = {"batch_size": hp.batch_size}
+
+    def smaller() -> int:
+        batch_size = tried["batch_size"]
+        tried["batch_size"] = max([d for d in range(1, batch_size) if batch_size % d == 0], default=0)
+        print(f"out of memory with a batch of {batch_size}: again with {tried['batch_size']}", flush=True)
+        return tried["batch_size"]
+
+    @find_executable_batch_size(starting_batch_size=hp.batch_size, reduce_batch_size_fn=smaller)
+    def attempt(batch_size: int) -> None:
+        steps = examples_per_step // batch_size
+        train = {"batch_size": batch_size, "gradient_accumulation_steps": steps, "auto_batch_size": False}
+        fitted = config.model_copy(update={"train": hp.model_copy(update=train)}, deep=True)
+        training_function({**loop_config, "config": fitted.model_dump()}, reporter)
+
+    attempt()
 
 
 def effective_batch_size(hp: TrainSection, accelerator: Accelerator) -> int:
@@ -494,13 +525,16 @@ def device_name(device: torch.device) -> str:
 
 def ray_gpu_ids() -> dict:
     """The GPUs Ray gave this trial or worker (its share of one with fractional GPUs), by Ray's ids."""
-    try:
-        import ray
-
-        gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
-    except ImportError:
-        gpu_ids = []
+    ray = running_ray()
+    gpu_ids = ray.get_gpu_ids() if ray else []
     return {"gpu_ids": [str(gpu_id) for gpu_id in gpu_ids]} if gpu_ids else {}
+
+
+def running_ray():
+    """The ray module where this process runs under Ray, else None. Not imported for that: a
+    process that never imported Ray (`raytune-ft train`) is not under it, and need not load it."""
+    ray = sys.modules.get("ray")
+    return ray if ray is not None and ray.is_initialized() else None
 
 
 def open_tokenized(handle):
@@ -513,14 +547,8 @@ def open_tokenized(handle):
 
 
 def _node_id() -> str:
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return ray.get_runtime_context().get_node_id()
-    except ImportError:
-        pass
-    return socket.gethostname()
+    ray = running_ray()
+    return ray.get_runtime_context().get_node_id() if ray else socket.gethostname()
 
 
 def _short(value) -> str:

@@ -36,7 +36,7 @@ STARTUP_PHASES = (
 
 # What the loop reports besides eval_* / train_* metrics, kept in each epochs.jsonl row.
 REPORTED_KEYS = (
-    "learning_rate", "last_learning_rate", "optimizer_steps", "effective_batch_size",
+    "learning_rate", "last_learning_rate", "optimizer_steps", "step_batch_size", "effective_batch_size",
     "trainable_parameters", "total_parameters",
     "examples_trained", "examples_trained_per_process", "examples_evaluated", "examples_evaluated_mm",
     "epoch_seconds", "device_seconds", "node_id", "device", "num_processes", "checkpoint_path",
