@@ -77,53 +77,54 @@ def stop_processes(procs: list[psutil.Process]) -> None:
         psutil.wait_procs(alive, timeout=5)
 
 
+def ray_start(arguments: list[str], env: dict) -> None:
+    """`ray start`, with what it printed in the error when it fails."""
+    done = subprocess.run([*RAY, "start", *arguments], capture_output=True, text=True, timeout=120, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"ray start {' '.join(arguments)} failed:\n{(done.stdout + done.stderr)[-3000:]}")
+
+
+def start_head(resources: dict, temp_dir: str, common: list[str]) -> tuple[int, int, dict]:
+    """The head node, on free ports: (GCS port, dashboard port, the environment for its nodes).
+    Started again on new ports if it fails: once in a full run `ray start --head` exited with
+    status 1 and passed again at once (a port Ray picks itself, taken in the meantime, is likely)."""
+    try:
+        return _start_head_once(resources, temp_dir, common)
+    except RuntimeError:
+        stop_processes(processes_of(temp_dir))
+        return _start_head_once(resources, temp_dir, common)
+
+
+def _start_head_once(resources: dict, temp_dir: str, common: list[str]) -> tuple[int, int, dict]:
+    port = unused_port()
+    dashboard_port = unused_port(taken={port})
+    # The nodes' processes inherit this: Ray Train's PlacementGroupCleaner finds its cluster by
+    # it, not by looking for a running GCS, which fails when another Ray runtime runs on this
+    # machine ("Found multiple active Ray instances"); the CPUs of stopped trials then stay taken.
+    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    head = [f"--port={port}", f"--temp-dir={temp_dir}", f"--resources={json.dumps(resources)}"]
+    head += ["--include-dashboard=true", f"--dashboard-port={dashboard_port}"]
+    ray_start(["--head", *head, *common], env)
+    return port, dashboard_port, env
+
+
 @contextmanager
 def local_cluster(node_resources: list[dict], cpus_per_node: int = 1, gpus_per_node: int = 0):
     """Start one Ray node per entry of node_resources (the first is the head); yield a LocalCluster.
     gpus_per_node declares logical GPUs: Ray schedules by them, whatever the machine has."""
     # Short path: Ray's unix sockets live under the temp dir and must stay under 108 bytes.
     temp_dir = tempfile.mkdtemp(prefix="rtft-", dir="/tmp")
-    port = unused_port()
-    dashboard_port = unused_port(taken={port})
     common = [
         f"--num-cpus={cpus_per_node}",
         f"--num-gpus={gpus_per_node}",
         "--object-store-memory=150000000",
         "--disable-usage-stats",
     ]
-    # The nodes' processes inherit this: Ray Train's PlacementGroupCleaner finds its cluster by
-    # it, not by looking for a running GCS, which fails when another Ray runtime runs on this
-    # machine ("Found multiple active Ray instances"); the CPUs of stopped trials then stay taken.
-    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"}
     try:
         head, *others = node_resources
-        subprocess.run(
-            [
-                *RAY,
-                "start",
-                "--head",
-                f"--port={port}",
-                f"--temp-dir={temp_dir}",
-                f"--resources={json.dumps(head)}",
-                "--include-dashboard=true",
-                f"--dashboard-port={dashboard_port}",
-                *common,
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-        )
+        port, dashboard_port, env = start_head(head, temp_dir, common)
         for resources in others:
-            subprocess.run(
-                [*RAY, "start", f"--address=127.0.0.1:{port}", f"--resources={json.dumps(resources)}", *common],
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                env=env,
-            )
+            ray_start([f"--address=127.0.0.1:{port}", f"--resources={json.dumps(resources)}", *common], env)
         yield LocalCluster(address=f"127.0.0.1:{port}", dashboard_url=f"http://127.0.0.1:{dashboard_port}")
     finally:
         stop_processes(processes_of(temp_dir))
