@@ -195,3 +195,14 @@ def two_config_search(model_dir, folder: Path, name: str, **sections) -> dict:
         output={"dir": str(folder / "runs"), "name": name},
         **sections,
     )
+
+
+def error_of(raw: dict) -> str:
+    """The one-line ConfigError a raw config is refused with."""
+    from raytune_ft.config import ConfigError, validate_config
+
+    with pytest.raises(ConfigError) as info:
+        validate_config(raw)
+    message = str(info.value)
+    assert "\n" not in message
+    return message

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import error_of
 
 from raytune_ft.cli import main
 from raytune_ft.config import ConfigError, load_config, resume_overrides, validate_config
@@ -12,14 +13,6 @@ from raytune_ft.tasks import GLUE_TASKS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO_ROOT / "configs" / "quickstart.yaml"
-
-
-def error_of(raw: dict) -> str:
-    with pytest.raises(ConfigError) as info:
-        validate_config(raw)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 def test_unknown_key_suggests_the_right_one():

@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 from click.testing import CliRunner
-from conftest import quick_config, search_in_process
+from conftest import error_of, quick_config, search_in_process
 from ray.tune.search.optuna import OptunaSearch
 from transformers import AutoModelForSequenceClassification
 
@@ -22,15 +22,6 @@ from raytune_ft.run_folder import read_epochs
 from raytune_ft.tuning.checkpoints import prune_ended_trials
 from raytune_ft.tuning.study import study_url
 from raytune_ft.tuning.tuner import TUNE_DIR, build_param_space, build_search_algorithm
-
-
-def error_of(raw: dict) -> str:
-    with pytest.raises(ConfigError) as info:
-        validate_config(raw)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
-
 
 SPACE = {"learning_rate": {"loguniform": [1e-5, 1e-3]}}
 
