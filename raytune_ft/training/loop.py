@@ -121,8 +121,9 @@ def training_function(loop_config: dict, reporter: EpochReporter) -> None:
                     accelerator.clip_grad_norm_(trained_parameters, hp.max_grad_norm)
                 optimizer.step()
                 timeline.mark_once("first_step_at")
-                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:  # fp16: an inf step
-                    lr_scheduler.step()
+                if accelerator.sync_gradients:  # an optimizer step (taken, or skipped by fp16's scaler)
+                    if not accelerator.optimizer_step_was_skipped:  # fp16: the scaler skipped an inf step
+                        lr_scheduler.step()
                     progress_bar.update(1)
                 optimizer.zero_grad()
             tally.add(batch, loss)
