@@ -43,8 +43,13 @@ def format_setting(settings: dict, name: str) -> str:
 # The content, as text cells
 
 
+def unit_column(summary: RunSummary) -> str:
+    """The compute column's header: device_unit, short."""
+    return "GPU-s" if summary.device_type == "gpu" else "CPU core-s"
+
+
 def trials_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
-    unit = "GPU-s" if summary.device_type == "gpu" else "CPU core-s"
+    unit = unit_column(summary)
     batches = shows_effective_batch(summary.config, summary.searched)
     headers = ["trial", "status", *summary.searched, *(["eff. batch"] if batches else []), "epochs", "best", "last"]
     headers += ["wall s", unit]
@@ -108,7 +113,7 @@ def baseline_lines(summary: RunSummary) -> list[str]:
 
 def models_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
     """A model search (search.space.model): per model, its best trial and what its trials cost."""
-    unit = "GPU-s" if summary.device_type == "gpu" else "CPU core-s"
+    unit = unit_column(summary)
     headers = ["model", "trials", "trial-epochs", "best", "best trial", unit, "name_or_path"]
     rows = [
         [
