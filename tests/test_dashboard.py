@@ -48,6 +48,8 @@ def check_study_against_run_folder(run_dir: Path, metric: str = "eval_accuracy")
 def test_a_search_records_its_trials_and_epochs_in_an_optuna_study(finished_search):
     _, run_dir, _ = finished_search
     assert set(check_study_against_run_folder(run_dir).values()) == {"finished"}
+    study = optuna.load_study(study_name=run_dir.name, storage=study_url(run_dir))
+    assert study.metric_names == ["eval_accuracy"]  # the dashboard's axis title
 
 
 @pytest.mark.slow

@@ -300,6 +300,7 @@ def test_optuna_learnt_both_objectives_and_the_dashboard_study_has_two_direction
     points = {point["trial_id"]: point for point in trial_points(read_epochs(run_dir), OBJECTIVES)}
     study = optuna.load_study(study_name=run_dir.name, storage=study_url(run_dir))
     assert [direction.name for direction in study.directions] == ["MINIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["eval_loss", "device_seconds"]
     for trial in study.trials:  # stopped by ASHA or not: complete, with its best epoch's pair
         point = points[trial.user_attrs["trial_id"]]
         assert trial.state.name == "COMPLETE" and trial.values == [point["eval_loss"], point["device_seconds"]]

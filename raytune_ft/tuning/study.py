@@ -100,6 +100,10 @@ class OptunaStudyLog(tune.Callback):
             sampler=optuna.samplers.RandomSampler(),  # never asked to sample: every value is given
             load_if_exists=True,  # a resumed search goes on with its study
         )
+        # The dashboard's axes then say eval_f1 (and device_seconds), not "Objective 0".
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.study.set_metric_names([name for name, _ in self.objectives or [(self.metric, self.mode)]])
         # A resumed search: the Tune trials the study already holds, ended or with epochs so far.
         pick = max if self.mode == "max" else min
         self.trials: dict[str, optuna.trial.Trial] = {}
