@@ -7,12 +7,14 @@ driver relays to Tune (always; what a trial with several workers runs)."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import quick_config
+from conftest import quick_config, search_in_process
 from ray.util.state import list_actors, list_placement_groups
 from ray_cluster import local_cluster
 
@@ -205,3 +207,65 @@ def test_pruning_keeps_a_clones_best_checkpoint_from_before_it_was_cloned(tmp_pa
     assert remaining == {first / "checkpoint_e2"}
     assert not (first / "checkpoint_e2" / "training_state.pt").exists()
     assert not copy.exists()
+
+
+def test_while_a_pbt_search_runs_each_trial_keeps_a_few_checkpoints_not_one_per_epoch(tiny_bert_dir, tmp_path):
+    """Tune keeps every epoch's checkpoint under PBT (a clone may start from an older one);
+    PbtCheckpointBound drops those nothing can use any more, while exploits still find theirs."""
+    epochs, interval = 8, 1
+    raw = quick_config(
+        tiny_bert_dir,
+        data={"max_train_samples": 300},
+        train={"num_epochs": epochs, "warmup_ratio": 0.0},
+        search={
+            "space": {"learning_rate": {"loguniform": [1e-6, 3e-3]}},
+            "points_to_evaluate": [{"learning_rate": GOOD_LR}, {"learning_rate": BAD_LR}],
+            "num_samples": 2,
+            "scheduler": "pbt",
+            "perturbation_interval": interval,
+            "quantile_fraction": 0.5,
+            "metric": "loss",
+            "mode": "min",
+            "seed": 0,
+        },
+        resources={"max_concurrent_trials": 2},
+        output={"dir": str(tmp_path / "runs"), "name": "pbt-bound"},
+        tracking={"tensorboard": False},
+    )
+    run_dir = tmp_path / "runs" / "pbt-bound"
+    most: dict[str, int] = {}  # the most checkpoints each trial's Tune folder held at once
+    searching = threading.Event()
+
+    def watch() -> None:
+        while searching.is_set():
+            for folder in (run_dir / "tune").glob("*/"):  # a folder per trial
+                count = sum(1 for path in folder.glob("checkpoint_*") if path.is_dir())
+                most[folder.name] = max(most.get(folder.name, 0), count)
+            time.sleep(0.05)
+
+    searching.set()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        result = search_in_process(raw, tmp_path)
+    finally:
+        searching.clear()
+        watcher.join()
+    assert result.exit_code == 0, result.output
+
+    events = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
+    clones = [
+        event
+        for event in events
+        if event["event"] == "restarted"
+        and event["from_checkpoint"]
+        and not _inside_trial(event["from_checkpoint"], event["trial_id"])
+    ]
+    assert clones, "no trial was restarted from another trial's checkpoint"
+    ended = [event for event in events if event["event"] not in ("started", "restarted")]
+    assert {event["event"] for event in ended} == {"finished"}, ended  # every clone found its donor's checkpoint
+    # The newest interval + 1, the best, a waiting clone's, and one just written that Tune has not
+    # yet been told of: 5 here, against one per epoch without the bound.
+    assert len(most) == 2 and max(most.values()) <= interval + 4 < epochs, most
+    best = json.loads((run_dir / "best.json").read_text())
+    assert Path(best["checkpoint"]).is_dir()

@@ -10,7 +10,8 @@ everything but their best checkpoint, and that one drops the optimizer state onl
 needs. Cut-off trials keep both: `--resume` needs them.
 Under PBT a trial may have run as several Train runs (one per restart, see training/pbt_relay.py), and Ray
 Tune holds copies of its checkpoints (what clones start from): an ended trial keeps only its
-best checkpoint there too.
+best checkpoint there too. While a PBT search runs, Tune's copies are bounded as well
+(PbtCheckpointBound): a few per trial, not one per epoch.
 With search.objectives the trials on the Pareto front keep theirs as well (export --trial): the
 front of the ended trials, whose points no longer change, so a trial dropped from it for being
 dominated stays dominated once every trial has ended (report/pareto.py).
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+
+from ray import tune
 
 from raytune_ft.report.pareto import pareto_front
 from raytune_ft.run_folder import best_epoch, last_trial_events, read_reported_epochs
@@ -97,3 +100,47 @@ def checkpoint_bytes(storage: str) -> int | None:
         return None
     folders = [Path(storage) / "trials", *(Path(storage) / "tune").glob("*/checkpoint_*")]
     return sum(path.stat().st_size for folder in folders for path in folder.rglob("*") if path.is_file())
+
+
+class PbtCheckpointBound(tune.Callback):
+    """Under PBT Tune keeps every checkpoint a trial reports (CheckpointConfig() without
+    num_to_keep: Ray warns that a small one breaks exploits), one per epoch. This drops, each
+    time a trial reports a checkpoint, those of its checkpoints nothing can still use. A
+    trial's checkpoint is kept while it is:
+    - among the trial's newest `perturbation_interval + 1`. What a clone copies is its donor's
+      checkpoint of the donor's last perturbation step (PBT's exploit), and the donor reaches
+      its next step within perturbation_interval epochs, where PBT takes a newer one (or none,
+      if the donor is no longer in the top quantile);
+    - any trial's latest checkpoint as Tune knows it: a trial's own restart, and for a clone
+      that has not started yet, the donor's checkpoint it will start from (PBT's exploit makes
+      it the clone's latest);
+    - the trial's best epoch's (best_checkpointed_rows): what export and the report use.
+    So a trial holds perturbation_interval + 3 at most (one more while a new one is written), whatever
+    the number of epochs; the search's end prunes the rest (prune_ended_trials). Local storage only: on cloud storage
+    Tune keeps them all while the search runs."""
+
+    def __init__(self, run_dir: Path, storage: str, metric: str, mode: str, perturbation_interval: int, warn):
+        self.run_dir, self.storage, self.metric, self.mode = run_dir, storage, metric, mode
+        self.newest = perturbation_interval + 1
+        self.warn = warn  # a checkpoint that could not be deleted: one line each, once
+        self.undeletable: set[str] = set()
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        if "://" in self.storage:
+            return
+        # Tune calls this before the new checkpoint becomes the trial's latest: keep both.
+        in_use = {checkpoint.path, *(other.checkpoint.path for other in trials if other.checkpoint)}
+        best = best_checkpointed_rows(self.run_dir, self.metric, self.mode).get(trial.trial_id)
+        if best:
+            in_use.add(best["checkpoint_path"])
+        in_use = {Path(path).as_posix() for path in in_use}
+        own = sorted(path for path in Path(trial.storage.trial_fs_path).glob("checkpoint_*") if path.is_dir())
+        problems = []
+        for path in own[: -self.newest]:
+            if path.as_posix() not in in_use | self.undeletable:
+                try:
+                    shutil.rmtree(path)
+                except OSError as err:
+                    self.undeletable.add(path.as_posix())
+                    problems.append(f"could not delete checkpoint {path}: {err}")
+        self.warn(problems)

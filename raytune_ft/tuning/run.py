@@ -53,7 +53,7 @@ from raytune_ft.run_folder import (
     write_search_state,
 )
 from raytune_ft.training.trial import run_trial
-from raytune_ft.tuning.checkpoints import checkpoint_bytes, prune_ended_trials
+from raytune_ft.tuning.checkpoints import PbtCheckpointBound, checkpoint_bytes, prune_ended_trials
 from raytune_ft.tuning.cluster import (
     alive_nodes,
     check_storage_is_shared,
@@ -158,11 +158,13 @@ def search_in(
         under_pbt = config.search.scheduler == "pbt"
         # Prune as trials end, not only when the search ends; under PBT a paused clone may still
         # restart from an ended donor's checkpoint (the one of its last perturbation step, which
-        # need not be its latest), so there only at the end.
+        # need not be its latest), so there only at the end, and PbtCheckpointBound meanwhile.
         prune = None if under_pbt else partial(prune_checkpoints, config, run_dir, placement.storage)
         run_log = RunFolderLog(run_dir, config, progress, pbt=under_pbt, ended=set(ended), on_trial_end=prune)
         # optuna.db, for `raytune-ft dashboard` (tuning/study.py), whatever the search algorithm.
         callbacks = [run_log, OptunaStudyLog(run_dir, config), *tracking_callbacks(config, run_dir)]
+        if under_pbt:
+            callbacks.append(pbt_checkpoint_bound(config, run_dir, placement.storage))
         if resumed:
             tuner = restore_tuner(trainable, placement.storage, callbacks)
             _say(console, quiet, f"resuming the search in {run_dir}")
@@ -356,6 +358,12 @@ def prune_checkpoints(config: Config, run_dir: Path, storage: str) -> None:
             run_dir, storage, config.metric, config.search.mode, config.output.kept_trials, config.objectives
         )
     )
+
+
+def pbt_checkpoint_bound(config: Config, run_dir: Path, storage: str) -> PbtCheckpointBound:
+    """Under PBT, what Tune keeps of each trial while the search runs: a few checkpoints, not one per epoch."""
+    interval = config.search.perturbation_interval
+    return PbtCheckpointBound(run_dir, storage, config.metric, config.search.mode, interval, warn_all)
 
 
 def warn_all(problems: list[str]) -> None:

@@ -225,10 +225,10 @@ def tune_trial_settings(config: Config) -> dict:
     """Restarts and checkpoints of trials that train in their own process are Tune's to keep
     (those of a TorchTrainer are Ray Train's, training/trial.py): as Ray Train would, a trial whose
     process dies starts again from its latest checkpoint, and Tune keeps the best one (the
-    newest epoch that improved) and the latest one. Under PBT Tune keeps them all while the
-    search runs: a weak trial restarts from a strong one's checkpoint, which may no longer be
-    that trial's latest by the time the clone starts (Ray warns of num_to_keep <= 2 with PBT);
-    prune_ended_trials bounds them once the search ends."""
+    newest epoch that improved) and the latest one. Under PBT, Tune is told to keep them all: a
+    weak trial restarts from a strong one's checkpoint, which may no longer be that trial's latest
+    by the time the clone starts (Ray warns of num_to_keep <= 2 with PBT); PbtCheckpointBound
+    drops those nothing can use while the search runs, and prune_ended_trials when it ends."""
     if not config.trains_in_trial_process:
         return {}
     keep_all = config.search.scheduler == "pbt"
