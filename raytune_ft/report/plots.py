@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from raytune_ft.report.pareto import trial_points
-from raytune_ft.report.summary import RunSummary, TrialSummary, device_unit, model_label
+from raytune_ft.report.summary import RunSummary, TrialSummary, device_unit, model_labels
 
 PLOTS_DIR = "plots"
 WINNER_COLOR = "#d62728"
@@ -200,7 +200,7 @@ def _categories(name: str, spec: dict) -> dict | None:
     """{value: its category label} for the model (its short name) or a choice list that holds null, else None."""
     ((sampler, args),) = spec.items() if spec else (("choice", []),)
     if name == "model":
-        return {value: model_label(value) for value in args}
+        return model_labels(args)
     if sampler != "choice" or None not in args:
         return None
     return {value: "null" if value is None else str(value) for value in args}
@@ -209,7 +209,8 @@ def _categories(name: str, spec: dict) -> dict | None:
 def models_figure(summary: RunSummary) -> Figure:
     """Per model (search.space.model): its best score, and what its trials cost in trial-epochs and device-seconds."""
     models = summary.per_model()
-    labels = [model_label(model.model) for model in models]
+    short = model_labels([model.model for model in models])
+    labels = [short[model.model] for model in models]
     colors = [WINNER_COLOR if model.winner else OTHER_COLORS[0] for model in models]
     unit = device_unit(summary.device_type)
     figure = Figure(figsize=(max(11, 1.6 * len(models) * 3), 4.2), layout="constrained")

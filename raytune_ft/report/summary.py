@@ -54,6 +54,20 @@ def model_label(name_or_path: str) -> str:
     return name_or_path.removeprefix("pkg:").rstrip("/").rsplit("/", 1)[-1] or name_or_path
 
 
+def model_labels(names: list[str]) -> dict[str, str]:
+    """Short names for the models of one search, told apart where model_label's would collide
+    (runs/a/bert and runs/b/bert: a/bert and b/bert): as many trailing parts as make them differ."""
+    parts = {name: name.removeprefix("pkg:").rstrip("/").split("/") for name in names}
+    labels = {name: model_label(name) for name in names}
+    for depth in range(2, 1 + max((len(p) for p in parts.values()), default=1)):
+        clashing = [name for name in names if [*labels.values()].count(labels[name]) > 1]
+        if not clashing:
+            break
+        for name in clashing:
+            labels[name] = "/".join(parts[name][-depth:])
+    return labels
+
+
 @dataclass
 class TrialSummary:
     trial_id: str

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from raytune_ft.report.baseline import candidates_words
-from raytune_ft.report.summary import RunSummary, device_unit, model_label
+from raytune_ft.report.summary import RunSummary, device_unit, model_label, model_labels
 
 WINNER_MARK = "★"
 TIED_MARK = "≈"  # within dev-set noise of the winner (report/baseline.py)
@@ -115,9 +115,11 @@ def models_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
     """A model search (search.space.model): per model, its best trial and what its trials cost."""
     unit = unit_column(summary)
     headers = ["model", "trials", "trial-epochs", "best", "best trial", unit, "name_or_path"]
+    models = summary.per_model()
+    short = model_labels([model.model for model in models])
     rows = [
         [
-            model_label(model.model) + (f" {WINNER_MARK}" if model.winner else ""),
+            short[model.model] + (f" {WINNER_MARK}" if model.winner else ""),
             str(model.trials),
             str(model.trial_epochs),
             format_value(model.best_metric),
@@ -125,7 +127,7 @@ def models_rows(summary: RunSummary) -> tuple[list[str], list[list[str]]]:
             f"{model.device_seconds:.0f}",
             model.model,
         ]
-        for model in summary.per_model()
+        for model in models
     ]
     return headers, rows
 
