@@ -115,9 +115,9 @@ class PbtCheckpointBound(tune.Callback):
       that has not started yet, the donor's checkpoint it will start from (PBT's exploit makes
       it the clone's latest);
     - the trial's best epoch's (best_checkpointed_rows): what export and the report use.
-    So a trial holds perturbation_interval + 3 at most (one more while a new one is written), whatever
-    the number of epochs; the search's end prunes the rest (prune_ended_trials). Local storage only: on cloud storage
-    Tune keeps them all while the search runs."""
+    So a trial holds perturbation_interval + 3 at most (one more while a new one is written),
+    whatever the number of epochs; the search's end prunes the rest (prune_ended_trials). Local
+    storage only: on cloud storage Tune keeps them all while the search runs."""
 
     def __init__(self, run_dir: Path, storage: str, metric: str, mode: str, perturbation_interval: int, warn):
         self.run_dir, self.storage, self.metric, self.mode = run_dir, storage, metric, mode
