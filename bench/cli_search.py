@@ -54,6 +54,19 @@ def run_cli_search_once(config_file: str, values: dict, run_dir: Path, lock: str
     return {"wall_seconds": round(run_cli_search(config_file, values, lock), 1), "reused": False}
 
 
+def cpu_seconds_counter(run_dir: Path):
+    """A function of a moment: the CPU-seconds a search's ended trials had taken by then, each
+    trial's lifetime before it (start-up included) times its CPUs (trials.jsonl)."""
+    events = read_trial_events(run_dir)
+    starts = {e["trial_id"]: e["time"] for e in events if e["event"] == "started"}
+    ends = {e["trial_id"]: (e["time"], e["devices"]) for e in events if e["event"] != "started"}
+
+    def cpu_seconds_until(moment: float) -> float:
+        return sum(max(0.0, min(moment, ends[t][0]) - start) * ends[t][1] for t, start in starts.items() if t in ends)
+
+    return cpu_seconds_until
+
+
 def search_rows(run_dir: Path) -> list[dict]:
     """A finished search's epoch rows, each with its trial's start time (trials.jsonl)."""
     rows, events = read_reported_epochs(run_dir), read_trial_events(run_dir)

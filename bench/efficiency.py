@@ -27,7 +27,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from cli_search import REPO, run_cli_search_once
+from cli_search import REPO, cpu_seconds_counter, run_cli_search_once
 
 from raytune_ft.run_folder import read_reported_epochs, read_trial_events
 
@@ -78,11 +78,7 @@ def run_method(method: str, args, out_dir: Path) -> dict:
 def read_run(run_dir: Path) -> dict:
     epochs, events = read_reported_epochs(run_dir), read_trial_events(run_dir)  # every epoch run: compute spent
     starts = {e["trial_id"]: e["time"] for e in events if e["event"] == "started"}
-    ends = {e["trial_id"]: (e["time"], e["devices"]) for e in events if e["event"] != "started"}
-    cpus = {trial: devices for trial, (_, devices) in ends.items()}
-
-    def cpu_seconds_until(moment: float) -> float:
-        return sum(max(0.0, min(moment, ends[t][0]) - start) * cpus[t] for t, start in starts.items() if t in ends)
+    cpu_seconds_until = cpu_seconds_counter(run_dir)
 
     # Best-so-far curves: one point per reported epoch, in the order they were reported; each
     # metric's best so far on its own (the epoch with the best F1 need not have the best accuracy).

@@ -48,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cli_search import REPO, run_cli_search_once
+from cli_search import REPO, cpu_seconds_counter, run_cli_search_once
 
 from raytune_ft.run_folder import read_reported_epochs, read_trial_events
 
@@ -122,19 +122,15 @@ def best_so_far(run_dir: Path) -> dict:
     """The search's best dev accuracy after each trial-epoch it spent (in the order epochs were
     reported), and the CPU-seconds its trials had taken by then (start-up included)."""
     rows = sorted(read_reported_epochs(run_dir), key=lambda row: row["reported_at"])
-    events = read_trial_events(run_dir)
-    starts = {e["trial_id"]: e["time"] for e in events if e["event"] == "started"}
-    ends = {e["trial_id"]: (e["time"], e["devices"]) for e in events if e["event"] != "started"}
-
-    def cpu_seconds_until(moment: float) -> float:
-        return sum(max(0.0, min(moment, ends[t][0]) - start) * ends[t][1] for t, start in starts.items() if t in ends)
+    trials = sum(1 for event in read_trial_events(run_dir) if event["event"] == "started")
+    cpu_seconds_until = cpu_seconds_counter(run_dir)
 
     best, curve, seconds = -math.inf, [], []
     for row in rows:
         best = max(best, row["eval_accuracy"])
         curve.append(best)
         seconds.append(round(cpu_seconds_until(row["reported_at"]), 1))
-    return {"trials": len(starts), "curve": curve, "cpu_seconds": seconds, "dev_samples": rows[0]["examples_evaluated"]}
+    return {"trials": trials, "curve": curve, "cpu_seconds": seconds, "dev_samples": rows[0]["examples_evaluated"]}
 
 
 def best_at(curve: list[float], trial_epochs: int) -> float | None:
