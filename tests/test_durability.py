@@ -256,12 +256,29 @@ def test_ended_trials_are_pruned_to_the_best_one_while_the_search_runs(tiny_bert
     assert "the winner's best epoch" in log.read_text()
 
 
+def _checkpoints_saved_state_names(tune_dir: Path) -> list[Path]:
+    """The checkpoint each trial restarts from on --resume: its latest in Tune's newest saved state."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        trials = ExperimentAnalysis(str(tune_dir)).trials
+    except (ValueError, OSError):  # not saved yet, or being written
+        return []
+    return [Path(trial.checkpoint.path) for trial in trials if trial.checkpoint]
+
+
+def _index(checkpoint: Path) -> int:
+    return int(checkpoint.name.removeprefix("checkpoint_"))
+
+
 def test_a_killed_pbt_search_resumes_from_its_trials_checkpoints(tiny_bert_dir, tmp_path):
     """PBT's one-worker trials train in their own process and hand their checkpoints to Tune,
-    which a resumed search restarts them from."""
-    epochs = 6
+    which a resumed search restarts them from. Killed when Tune's saved state is two epochs
+    behind a trial (it saves every 2 s; these epochs are shorter), the search still finds the
+    checkpoints that state names: PbtCheckpointBound keeps them."""
+    epochs = 10
     raw = yaml.safe_load(
-        _config(tmp_path, tiny_bert_dir, "pbt", num_samples=2, num_epochs=epochs, batch_size=2).read_text()
+        _config(tmp_path, tiny_bert_dir, "pbt", num_samples=2, num_epochs=epochs, batch_size=8).read_text()
     )
     raw["search"].update(
         {
@@ -284,11 +301,23 @@ def test_a_killed_pbt_search_resumes_from_its_trials_checkpoints(tiny_bert_dir, 
         rows = _lines(run_dir / "epochs.jsonl")
         return len({row["trial_id"] for row in rows if row["epoch"] >= 3}) == 2
 
+    saved: list[Path] = []
+
+    def saved_state_two_checkpoints_behind() -> bool:
+        # Past the newest perturbation_interval + 1 (2) that a trial keeps for PBT's own use.
+        saved[:] = _checkpoints_saved_state_names(run_dir / "tune")
+        return any(
+            _index(newest) >= _index(checkpoint) + 2
+            for checkpoint in saved
+            for newest in checkpoint.parent.glob("checkpoint_*")
+        )
+
     try:
-        _wait_for(both_trials_past_epoch_two, search, log)
+        _wait_for(lambda: both_trials_past_epoch_two() and saved_state_two_checkpoints_behind(), search, log)
     finally:
         os.killpg(search.pid, signal.SIGKILL)  # no Ctrl-C, no chance to write anything
         search.wait()
+    assert len(saved) == 2 and all(checkpoint.is_dir() for checkpoint in saved), saved
     cut_at: dict[str, int] = {}
     for row in _lines(run_dir / "epochs.jsonl"):
         cut_at[row["trial_id"]] = max(cut_at.get(row["trial_id"], 0), row["epoch"])

@@ -20,6 +20,7 @@ dominated stays dominated once every trial has ended (report/pareto.py).
 from __future__ import annotations
 
 import shutil
+from collections import deque
 from pathlib import Path
 
 from ray import tune
@@ -30,6 +31,9 @@ from raytune_ft.training.checkpointing import TRAINING_STATE_FILE
 from raytune_ft.training.trial import train_run_name
 
 ENDED = ("finished", "stopped early", "failed")
+# Tune's saved states whose checkpoints PbtCheckpointBound keeps: the run folder holds a copy of
+# the newest or, while that copy is under way, of the one before it; one more for a copy skipped.
+SAVES_NAMED = 3
 
 
 def trial_folders(storage: str, trial_id: str) -> list[Path]:
@@ -114,22 +118,38 @@ class PbtCheckpointBound(tune.Callback):
     - any trial's latest checkpoint as Tune knows it: a trial's own restart, and for a clone
       that has not started yet, the donor's checkpoint it will start from (PBT's exploit makes
       it the clone's latest);
-    - the trial's best epoch's (best_checkpointed_rows): what export and the report use.
-    So a trial holds perturbation_interval + 3 at most (one more while a new one is written),
-    whatever the number of epochs; the search's end prunes the rest (prune_ended_trials). Local
-    storage only: on cloud storage Tune keeps them all while the search runs."""
+    - the trial's best epoch's (best_checkpointed_rows): what export and the report use;
+    - any trial's latest as the last SAVES_NAMED states Tune saved knew it: `--resume` after a
+      kill restarts each trial from the checkpoint the saved state names, which is some epochs
+      old where epochs are shorter than Tune's 2 s between saves (environment.TUNE_SETTINGS).
+    So a trial holds perturbation_interval + 3 + SAVES_NAMED at most (one more while a new one
+    is written), whatever the number of epochs; the search's end prunes the rest
+    (prune_ended_trials). Local storage only: on cloud storage Tune keeps them all while the
+    search runs."""
 
     def __init__(self, run_dir: Path, storage: str, metric: str, mode: str, perturbation_interval: int, warn):
         self.run_dir, self.storage, self.metric, self.mode = run_dir, storage, metric, mode
         self.newest = perturbation_interval + 1
         self.warn = warn  # a checkpoint that could not be deleted: one line each, once
         self.undeletable: set[str] = set()
+        self.trials: list = []  # Tune's trials, as of its latest step
+        self.named_by_saves: deque[set[str]] = deque(maxlen=SAVES_NAMED)
+
+    def on_step_begin(self, iteration, trials, **info):
+        self.trials = trials
+
+    def get_state(self):
+        """Tune calls this each time it saves its state (the file --resume reads): remember the
+        checkpoints that state names. Nothing to save of our own (None: no file is written)."""
+        self.named_by_saves.append({trial.checkpoint.path for trial in self.trials if trial.checkpoint})
+        return None
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         if "://" in self.storage:
             return
         # Tune calls this before the new checkpoint becomes the trial's latest: keep both.
         in_use = {checkpoint.path, *(other.checkpoint.path for other in trials if other.checkpoint)}
+        in_use.update(*self.named_by_saves)
         best = best_checkpointed_rows(self.run_dir, self.metric, self.mode).get(trial.trial_id)
         if best:
             in_use.add(best["checkpoint_path"])
