@@ -54,10 +54,9 @@ def run_cli_search_once(config_file: str, values: dict, run_dir: Path, lock: str
     return {"wall_seconds": round(run_cli_search(config_file, values, lock), 1), "reused": False}
 
 
-def cpu_seconds_counter(run_dir: Path):
+def cpu_seconds_counter(events: list[dict]):
     """A function of a moment: the CPU-seconds a search's ended trials had taken by then, each
-    trial's lifetime before it (start-up included) times its CPUs (trials.jsonl)."""
-    events = read_trial_events(run_dir)
+    trial's lifetime before it (start-up included) times its CPUs (events: trials.jsonl's)."""
     starts = {e["trial_id"]: e["time"] for e in events if e["event"] == "started"}
     ends = {e["trial_id"]: (e["time"], e["devices"]) for e in events if e["event"] != "started"}
 

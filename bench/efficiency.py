@@ -78,7 +78,7 @@ def run_method(method: str, args, out_dir: Path) -> dict:
 def read_run(run_dir: Path) -> dict:
     epochs, events = read_reported_epochs(run_dir), read_trial_events(run_dir)  # every epoch run: compute spent
     starts = {e["trial_id"]: e["time"] for e in events if e["event"] == "started"}
-    cpu_seconds_until = cpu_seconds_counter(run_dir)
+    cpu_seconds_until = cpu_seconds_counter(events)
 
     # Best-so-far curves: one point per reported epoch, in the order they were reported; each
     # metric's best so far on its own (the epoch with the best F1 need not have the best accuracy).

@@ -122,8 +122,9 @@ def best_so_far(run_dir: Path) -> dict:
     """The search's best dev accuracy after each trial-epoch it spent (in the order epochs were
     reported), and the CPU-seconds its trials had taken by then (start-up included)."""
     rows = sorted(read_reported_epochs(run_dir), key=lambda row: row["reported_at"])
-    trials = sum(1 for event in read_trial_events(run_dir) if event["event"] == "started")
-    cpu_seconds_until = cpu_seconds_counter(run_dir)
+    events = read_trial_events(run_dir)
+    trials = sum(1 for event in events if event["event"] == "started")
+    cpu_seconds_until = cpu_seconds_counter(events)
 
     best, curve, seconds = -math.inf, [], []
     for row in rows:
